@@ -1,0 +1,291 @@
+"""The public API.  Async functions, each with a blocking ``*_sync`` twin for plain scripts.
+
+    from actors import execute_workflow_dag_sync, wait_for_workflow_sync
+    eid = execute_workflow_dag_sync("complete-value-lifecycle-v1",
+                                    {"userId": "u", "organizationId": "o", "projectId": "p"},
+                                    "user-123")
+    print(wait_for_workflow_sync(eid, timeout=300).status)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+import ray
+
+from actors.execution import spawn_execution_actor
+from actors.logs import get_logger
+from actors.runtime import (
+    NAMESPACE,
+    actor_name,
+    check_payload_size,
+    ensure_ray,
+    get_database_url,
+    get_store,
+    run_sync,
+)
+from definitions import (
+    CANONICAL_WORKFLOWS,
+    InvalidContextError,
+    InvalidWorkflowError,
+    WfdagError,
+    WorkflowDAG,
+    canonical_workflows,
+    validate_workflow_dag,
+)
+from events import (
+    NOTIFY_CHANNEL,
+    Event,
+    EventStore,
+    WorkflowInitiated,
+    migrate,
+    parse_execution_id,
+)
+from projections import WorkflowStatus, fetch_status
+
+__all__ = [
+    "WaitTimeoutError",
+    "execute_workflow_dag",
+    "execute_workflow_dag_sync",
+    "execution_actor",
+    "get_available_workflows",
+    "get_execution_events",
+    "get_execution_events_sync",
+    "get_workflow_status",
+    "get_workflow_status_sync",
+    "initialize_workflow_system",
+    "initialize_workflow_system_sync",
+    "register_workflow",
+    "register_workflow_sync",
+    "wait_for_workflow",
+    "wait_for_workflow_sync",
+    "watch_execution",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_ACTIVE = ("initiated", "in_progress")
+
+
+class WaitTimeoutError(WfdagError, TimeoutError):
+    def __init__(self, execution_id: str, timeout: float, status: str) -> None:
+        super().__init__(
+            f"execution {execution_id} is still {status} after {timeout:g}s; wait again, or "
+            f"see `wfdag events {execution_id}` for where it is"
+        )
+        self.execution_id = execution_id
+        self.status = status
+
+
+_schema_ready: set[str] = set()
+
+
+async def _ready_store() -> EventStore:
+    """The store, with migrations applied and canonical workflows registered (once a process)."""
+    url = get_database_url()
+    store = await get_store(url)
+    if url not in _schema_ready:
+        async with store.pool.acquire() as conn:
+            await migrate(conn)
+        for dag in canonical_workflows():
+            await store.register_definition(dag)
+        _schema_ready.add(url)
+    return store
+
+
+async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
+    """Apply migrations, register the canonical workflows, and resume every execution that is
+    in progress but has no live actor.  Idempotent; safe from two drivers at once.
+
+    Returns ``{"workflows": [...ids], "resumed": [...execution ids]}``.
+    """
+    log = get_logger()
+    _schema_ready.discard(get_database_url())
+    store = await _ready_store()
+    resumed: list[str] = []
+    if resume:
+        async with store.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id FROM workflow_executions WHERE status = ANY($1::text[]) "
+                "ORDER BY started_at",
+                list(_ACTIVE),
+            )
+        orphans = [str(r["id"]) for r in rows]
+        if orphans:
+            ensure_ray()
+            orphans = [eid for eid in orphans if execution_actor(eid) is None]
+            url = get_database_url()
+            for eid in orphans:
+                await spawn_execution_actor(eid, url)
+                log.info("execution.resumed", execution_id=eid)
+                resumed.append(eid)
+    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed}
+
+
+async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:
+    """Validate and store a definition.  Invalid → :class:`InvalidWorkflowError` listing every
+    problem, nothing stored; the same id and version with other content → refused."""
+    model = dag if isinstance(dag, WorkflowDAG) else WorkflowDAG.model_validate(dict(dag))
+    result = validate_workflow_dag(model)
+    if not result.valid:
+        raise InvalidWorkflowError(model.id, result.errors)
+    store = await _ready_store()
+    await store.register_definition(model)
+    return model
+
+
+def _check_context(context: Any) -> dict[str, Any]:
+    if not isinstance(context, Mapping):
+        raise InvalidContextError(
+            f"context must be a JSON object (a dict), got {type(context).__name__}"
+        )
+    for key in context:
+        if not isinstance(key, str):
+            raise InvalidContextError(f"context keys must be strings, got {key!r}")
+    try:
+        encoded = json.dumps(dict(context), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidContextError(f"context is not JSON-serialisable: {exc}") from None
+    check_payload_size("context", encoded)
+    return json.loads(encoded)  # type: ignore[no-any-return]
+
+
+async def execute_workflow_dag(
+    workflow_id: str,
+    context: Mapping[str, Any],
+    user_id: str,
+    *,
+    version: int | None = None,
+) -> str:
+    """Start an execution; returns its id once ``workflow_initiated`` is durable and its actor
+    runs.  Unknown workflow or a context that is not a JSON object → an error, nothing written."""
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidContextError("user_id must be a non-empty string")
+    ctx = _check_context(context)
+    store = await _ready_store()
+    dag = await store.get_definition(workflow_id, version)
+    execution_id = str(uuid.uuid4())
+    await store.append(
+        [
+            WorkflowInitiated(
+                execution_id=execution_id, seq=1, at=datetime.now(UTC), workflow_id=dag.id,
+                workflow_version=dag.version, dag=dag.model_dump(mode="json"), context=ctx,
+                user_id=user_id,
+            )
+        ],
+        expected_version=0,
+    )
+    get_logger(execution_id=execution_id).info(
+        "execution.initiated", workflow_id=dag.id, version=dag.version
+    )
+    ensure_ray()
+    await spawn_execution_actor(execution_id, get_database_url())
+    return execution_id
+
+
+async def get_workflow_status(execution_id: str) -> WorkflowStatus:
+    """The execution's read model; an unknown id raises ``ExecutionNotFoundError``."""
+    store = await _ready_store()
+    return await fetch_status(store.pool, execution_id)
+
+
+async def get_execution_events(execution_id: str) -> list[Event]:
+    """The execution's event log, in order; an unknown id raises ``ExecutionNotFoundError``."""
+    store = await _ready_store()
+    return await store.read_existing(execution_id)
+
+
+async def watch_execution(
+    execution_id: str, *, after_seq: int = 0, timeout: float | None = None
+) -> AsyncIterator[Event]:
+    """Yield the execution's events as they are appended (LISTEN/NOTIFY, no polling loop),
+    starting after ``after_seq``, until its terminal event."""
+    eid = parse_execution_id(execution_id)
+    store = await _ready_store()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wake = asyncio.Event()
+
+    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(eid):
+            wake.set()
+
+    last = after_seq
+    async with store.pool.acquire() as conn:
+        await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+        try:
+            while True:
+                wake.clear()
+                events = await store.read(eid, after_seq=last)
+                if last == 0 and not events:
+                    await fetch_status(store.pool, eid)  # raises not-found
+                for event in events:
+                    last = event.seq
+                    yield event
+                    if event.type in ("workflow_completed", "workflow_failed"):
+                        return
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    status = await fetch_status(store.pool, eid)
+                    raise WaitTimeoutError(eid, timeout or 0, status.status)
+                # A safety re-check every 10 s in case a notification was lost with a connection.
+                wait_for = 10.0 if remaining is None else min(remaining, 10.0)
+                try:
+                    await asyncio.wait_for(wake.wait(), wait_for)
+                except TimeoutError:
+                    pass
+        finally:
+            await conn.remove_listener(NOTIFY_CHANNEL, on_notify)
+
+
+async def wait_for_workflow(execution_id: str, timeout: float | None = None) -> WorkflowStatus:
+    """The status once terminal; :class:`WaitTimeoutError` after ``timeout`` seconds."""
+    store = await _ready_store()
+    status = await fetch_status(store.pool, execution_id)
+    if status.terminal:
+        return status
+    async for _event in watch_execution(status.execution_id, after_seq=status.last_seq,
+                                        timeout=timeout):
+        pass
+    return await fetch_status(store.pool, execution_id)
+
+
+def get_available_workflows() -> list[WorkflowDAG]:
+    """The seven canonical workflow definitions (synchronous, as in the seed)."""
+    return canonical_workflows()
+
+
+def execution_actor(execution_id: str) -> Any:
+    """The handle of the Ray actor now running the execution, or ``None`` once it has ended.
+
+    Synchronous, and safe to call from code already running inside an event loop.
+    """
+    eid = parse_execution_id(execution_id)
+    ensure_ray()
+    try:
+        return ray.get_actor(actor_name(eid), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def _twin(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(fn(*args, **kwargs))
+
+    blocking.__name__ = f"{fn.__name__}_sync"
+    blocking.__doc__ = f"Blocking twin of :func:`{fn.__name__}` (same arguments).\n\n{fn.__doc__}"
+    return blocking
+
+
+initialize_workflow_system_sync = _twin(initialize_workflow_system)
+register_workflow_sync = _twin(register_workflow)
+execute_workflow_dag_sync = _twin(execute_workflow_dag)
+get_workflow_status_sync = _twin(get_workflow_status)
+get_execution_events_sync = _twin(get_execution_events)
+wait_for_workflow_sync = _twin(wait_for_workflow)

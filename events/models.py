@@ -1,0 +1,155 @@
+"""The facts: frozen, past-tense events in one envelope, one discriminated union.
+
+In the database an event is a row of ``workflow_events``: ``event_type`` is ``type``,
+``stage_id`` is ``stage_id``, ``created_at`` is ``at``, and every other field is in
+``metadata``.  Anything random or time-dependent (a jittered delay, an error, a deadline) is a
+field of the event, so replay never recomputes it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "TERMINAL_EVENT_TYPES",
+    "Event",
+    "StageAttempt",
+    "StageCancelled",
+    "StageCompleted",
+    "StageFailed",
+    "StageSkipped",
+    "StageStarted",
+    "WorkflowCompleted",
+    "WorkflowFailed",
+    "WorkflowInitiated",
+    "event_from_row",
+    "event_to_row",
+]
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    execution_id: str
+    seq: int = Field(ge=1)
+    at: datetime
+    stage_id: str | None = None
+
+
+class WorkflowInitiated(_EventBase):
+    """An execution was accepted: the definition it runs (a snapshot) and its input."""
+
+    type: Literal["workflow_initiated"] = "workflow_initiated"
+    workflow_id: str
+    workflow_version: int
+    dag: dict[str, Any]
+    context: dict[str, Any]
+    user_id: str
+    retry_of: str | None = None
+    idempotency_key: str | None = None
+
+
+class StageStarted(_EventBase):
+    """A stage's predecessors are settled and its first attempt is dispatched."""
+
+    type: Literal["stage_started"] = "stage_started"
+    stage_id: str
+
+
+class StageAttempt(_EventBase):
+    """One attempt ended: its outcome, its error, and (when retried) the delay chosen."""
+
+    type: Literal["stage_attempt"] = "stage_attempt"
+    stage_id: str
+    attempt: int = Field(ge=1)
+    outcome: Literal["succeeded", "failed"]
+    duration_ms: int = Field(ge=0)
+    error: dict[str, Any] | None = None
+    retry_delay_ms: int | None = None
+    retry_at: datetime | None = None
+
+
+class StageCompleted(_EventBase):
+    type: Literal["stage_completed"] = "stage_completed"
+    stage_id: str
+    attempt: int = Field(ge=1)
+    output: dict[str, Any]
+    duration_ms: int = Field(ge=0)
+
+
+class StageFailed(_EventBase):
+    """The stage gave up: out of attempts, or a non-retryable error."""
+
+    type: Literal["stage_failed"] = "stage_failed"
+    stage_id: str
+    attempts: int = Field(ge=1)
+    error: dict[str, Any]
+
+
+class StageSkipped(_EventBase):
+    type: Literal["stage_skipped"] = "stage_skipped"
+    stage_id: str
+    reason: str
+
+
+class StageCancelled(_EventBase):
+    """A running stage was cancelled because the workflow failed elsewhere."""
+
+    type: Literal["stage_cancelled"] = "stage_cancelled"
+    stage_id: str
+    reason: str
+
+
+class WorkflowCompleted(_EventBase):
+    type: Literal["workflow_completed"] = "workflow_completed"
+    duration_ms: int = Field(ge=0)
+
+
+class WorkflowFailed(_EventBase):
+    type: Literal["workflow_failed"] = "workflow_failed"
+    error_message: str
+    failed_stage: str | None = None
+    duration_ms: int = Field(ge=0)
+
+
+Event = Annotated[
+    WorkflowInitiated
+    | StageStarted
+    | StageAttempt
+    | StageCompleted
+    | StageFailed
+    | StageSkipped
+    | StageCancelled
+    | WorkflowCompleted
+    | WorkflowFailed,
+    Field(discriminator="type"),
+]
+
+TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed"})
+
+_ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def event_to_row(event: Event) -> tuple[str, int, str, str | None, dict[str, Any], datetime]:
+    """``(execution_id, seq, event_type, stage_id, metadata, created_at)`` for the store."""
+    metadata = event.model_dump(mode="json", exclude=set(_ENVELOPE))
+    return (event.execution_id, event.seq, event.type, event.stage_id, metadata, event.at)
+
+
+def event_from_row(
+    execution_id: str,
+    seq: int,
+    event_type: str,
+    stage_id: str | None,
+    metadata: dict[str, Any],
+    created_at: datetime,
+) -> Event:
+    data = dict(metadata)
+    data.update(
+        execution_id=execution_id, seq=seq, type=event_type, stage_id=stage_id, at=created_at
+    )
+    return _ADAPTER.validate_python(data)

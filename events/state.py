@@ -1,0 +1,171 @@
+"""The pure fold: an execution's state from its events.  No Ray, no asyncpg, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from definitions import WorkflowDAG
+from events.models import (
+    Event,
+    StageAttempt,
+    StageCancelled,
+    StageCompleted,
+    StageFailed,
+    StageSkipped,
+    StageStarted,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowInitiated,
+)
+
+__all__ = [
+    "ExecutionState",
+    "ExecutionStatus",
+    "StageState",
+    "StageStatus",
+    "apply",
+    "fold",
+]
+
+ExecutionStatus = Literal["initiated", "in_progress", "completed", "failed"]
+StageStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed"})
+SETTLED_STAGE: frozenset[str] = frozenset({"completed", "skipped", "failed", "cancelled"})
+
+
+@dataclass(slots=True)
+class StageState:
+    status: StageStatus = "pending"
+    attempts: int = 0
+    """Attempts that have ended (an attempt cut short by a crash is not counted)."""
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    retry_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_ms: int | None = None
+    completed_attempt: int | None = None
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    execution_id: str
+    workflow_id: str = ""
+    workflow_version: int = 0
+    dag: WorkflowDAG | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    user_id: str = ""
+    retry_of: str | None = None
+    status: ExecutionStatus = "initiated"
+    stages: dict[str, StageState] = field(default_factory=dict)
+    completion_order: list[str] = field(default_factory=list)
+    current_stage: str | None = None
+    error_message: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    version: int = 0
+    """The seq of the last event applied."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def completed_stages(self) -> list[str]:
+        return list(self.completion_order)
+
+    def stage(self, stage_id: str) -> StageState:
+        return self.stages[stage_id]
+
+    def stages_in(self, *statuses: StageStatus) -> list[str]:
+        return [sid for sid, st in self.stages.items() if st.status in statuses]
+
+    def require_dag(self) -> WorkflowDAG:
+        if self.dag is None:
+            raise ValueError(f"execution {self.execution_id} has no workflow_initiated event")
+        return self.dag
+
+
+def apply(state: ExecutionState, event: Event) -> ExecutionState:
+    """Apply one event to ``state`` (which the fold owns and updates in place) and return it.
+
+    Events must come in stream order: ``event.seq == state.version + 1``.
+    """
+    if event.seq != state.version + 1:
+        raise ValueError(
+            f"event seq {event.seq} does not follow version {state.version} "
+            f"of execution {state.execution_id}"
+        )
+    state.version = event.seq
+    if isinstance(event, WorkflowInitiated):
+        dag = WorkflowDAG.model_validate(event.dag)
+        state.dag = dag
+        state.workflow_id = event.workflow_id
+        state.workflow_version = event.workflow_version
+        state.context = event.context
+        state.user_id = event.user_id
+        state.retry_of = event.retry_of
+        state.started_at = event.at
+        state.stages = {stage.id: StageState() for stage in dag.stages}
+        return state
+    stage = state.stages.get(event.stage_id) if event.stage_id is not None else None
+    if isinstance(event, StageStarted):
+        assert stage is not None
+        stage.status = "running"
+        stage.started_at = event.at
+        state.status = "in_progress"
+        state.current_stage = event.stage_id
+    elif isinstance(event, StageAttempt):
+        assert stage is not None
+        stage.attempts = max(stage.attempts, event.attempt)
+        if event.outcome == "failed":
+            stage.error = event.error
+            stage.retry_at = event.retry_at
+    elif isinstance(event, StageCompleted):
+        assert stage is not None
+        stage.status = "completed"
+        stage.output = event.output
+        stage.error = None
+        stage.retry_at = None
+        stage.ended_at = event.at
+        stage.duration_ms = event.duration_ms
+        stage.completed_attempt = event.attempt
+        state.completion_order.append(event.stage_id)
+    elif isinstance(event, StageFailed):
+        assert stage is not None
+        stage.status = "failed"
+        stage.error = event.error
+        stage.retry_at = None
+        stage.ended_at = event.at
+    elif isinstance(event, StageSkipped):
+        assert stage is not None
+        stage.status = "skipped"
+        stage.ended_at = event.at
+    elif isinstance(event, StageCancelled):
+        assert stage is not None
+        stage.status = "cancelled"
+        stage.retry_at = None
+        stage.ended_at = event.at
+    elif isinstance(event, WorkflowCompleted):
+        state.status = "completed"
+        state.completed_at = event.at
+    elif isinstance(event, WorkflowFailed):
+        state.status = "failed"
+        state.error_message = event.error_message
+        state.completed_at = event.at
+    return state
+
+
+def fold(events: Iterable[Event], state: ExecutionState | None = None) -> ExecutionState:
+    """The state after ``events``; continue from ``state`` when given."""
+    current = state
+    for event in events:
+        if current is None:
+            current = ExecutionState(execution_id=event.execution_id)
+        apply(current, event)
+    if current is None:
+        raise ValueError("fold of no events: an execution starts with workflow_initiated")
+    return current

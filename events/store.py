@@ -1,0 +1,176 @@
+"""The PostgreSQL event store (asyncpg).
+
+``UNIQUE(execution_id, seq)`` *is* the concurrency check: an append names the version it
+expects, writes all of one decision's events in one transaction, and a writer that is behind
+(a stale actor) gets :class:`definitions.ConcurrencyError` and writes nothing.  Projectors given
+to the store run inside the same transaction, so read models never disagree with the log.
+Every append notifies channel ``wfdag_events`` with ``<execution_id>:<last_seq>:<last_type>``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from definitions import (
+    ConcurrencyError,
+    DefinitionConflictError,
+    ExecutionNotFoundError,
+    WorkflowDAG,
+    WorkflowNotFoundError,
+)
+from events.models import Event, event_from_row, event_to_row
+
+__all__ = ["NOTIFY_CHANNEL", "EventStore", "Projector", "parse_execution_id"]
+
+NOTIFY_CHANNEL = "wfdag_events"
+
+Projector = Callable[[asyncpg.Connection, Sequence[Event]], Awaitable[None]]
+
+_APPEND = """
+WITH ins AS (
+  INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata, created_at)
+  SELECT $1::uuid, u.s, u.t, u.st, u.m, u.c
+  FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+       AS u(s, t, st, m, c)
+  WHERE $7::int = 0
+     OR EXISTS (SELECT 1 FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int)
+  RETURNING 1
+)
+SELECT count(*) AS n, pg_notify($8::text, $9::text) FROM ins
+"""
+
+_READ = """
+SELECT seq, event_type, stage_id, metadata, created_at FROM workflow_events
+WHERE execution_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq
+"""
+
+
+def parse_execution_id(execution_id: str) -> str:
+    """The canonical form of an execution id; anything that is not a UUID is not found."""
+    try:
+        return str(uuid.UUID(str(execution_id)))
+    except (ValueError, TypeError, AttributeError):
+        raise ExecutionNotFoundError(str(execution_id)[:100]) from None
+
+
+class EventStore:
+    """Appends and reads execution streams, and stores workflow definitions."""
+
+    def __init__(self, pool: asyncpg.Pool, *, projectors: Sequence[Projector] = ()) -> None:
+        self.pool = pool
+        self._projectors = tuple(projectors)
+
+    async def append(self, events: Sequence[Event], *, expected_version: int) -> None:
+        """Append one decision's events to one execution's stream, all or nothing."""
+        if not events:
+            return
+        execution_id = events[0].execution_id
+        rows = [event_to_row(event) for event in events]
+        for offset, row in enumerate(rows, start=1):
+            if row[0] != execution_id:
+                raise ValueError("one append holds the events of one execution")
+            if row[1] != expected_version + offset:
+                raise ValueError(
+                    f"event seq {row[1]} in an append at version {expected_version}: seqs must "
+                    f"run on from the expected version without gaps"
+                )
+        last = events[-1]
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                result = await conn.fetchrow(
+                    _APPEND,
+                    execution_id,
+                    [r[1] for r in rows],
+                    [r[2] for r in rows],
+                    [r[3] for r in rows],
+                    [r[4] for r in rows],
+                    [r[5] for r in rows],
+                    expected_version,
+                    NOTIFY_CHANNEL,
+                    f"{execution_id}:{last.seq}:{last.type}",
+                )
+                assert result is not None
+                if result["n"] != len(rows):
+                    raise ConcurrencyError(execution_id, expected_version)
+                for projector in self._projectors:
+                    await projector(conn, events)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name and "seq" in exc.constraint_name:
+                raise ConcurrencyError(execution_id, expected_version) from None
+            raise
+
+    async def read(
+        self, execution_id: str, *, after_seq: int = 0, until_seq: int | None = None
+    ) -> list[Event]:
+        """The stream of one execution (``[]`` when it has none)."""
+        eid = parse_execution_id(execution_id)
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_READ, eid, after_seq, until_seq or 2**31 - 1)
+        return [
+            event_from_row(eid, r["seq"], r["event_type"], r["stage_id"], r["metadata"] or {},
+                           r["created_at"])
+            for r in rows
+        ]
+
+    async def read_existing(self, execution_id: str, *, until_seq: int | None = None) -> list[Event]:
+        """Like :meth:`read`, but an execution with no events is not found."""
+        events = await self.read(execution_id, until_seq=until_seq)
+        if not events:
+            raise ExecutionNotFoundError(execution_id)
+        return events
+
+    # --- definitions -------------------------------------------------------------------
+
+    async def register_definition(self, dag: WorkflowDAG) -> bool:
+        """Store ``dag``; True when new, False when the same content was there already."""
+        schema = dag.model_dump(mode="json")
+        async with self.pool.acquire() as conn:
+            inserted = await conn.fetchval(
+                "INSERT INTO workflow_definitions (name, description, version, dag_schema) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (name, version) DO NOTHING RETURNING id",
+                dag.id, dag.description, dag.version, schema,
+            )
+            if inserted is not None:
+                return True
+            existing = await conn.fetchval(
+                "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND version = $2",
+                dag.id, dag.version,
+            )
+        if _canonical(existing) != _canonical(schema):
+            raise DefinitionConflictError(dag.id, dag.version)
+        return False
+
+    async def get_definition(self, workflow_id: str, version: int | None = None) -> WorkflowDAG:
+        """The active definition (the latest version unless one is named)."""
+        async with self.pool.acquire() as conn:
+            if version is None:
+                schema = await conn.fetchval(
+                    "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND is_active "
+                    "ORDER BY version DESC LIMIT 1",
+                    workflow_id,
+                )
+            else:
+                schema = await conn.fetchval(
+                    "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND version = $2",
+                    workflow_id, version,
+                )
+        if schema is None:
+            raise WorkflowNotFoundError(workflow_id, version)
+        return WorkflowDAG.model_validate(schema)
+
+    async def list_definitions(self) -> list[WorkflowDAG]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (name) dag_schema FROM workflow_definitions "
+                "WHERE is_active ORDER BY name, version DESC"
+            )
+        return [WorkflowDAG.model_validate(r["dag_schema"]) for r in rows]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
