@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -212,8 +213,8 @@ async def watch_execution(
     deadline = None if timeout is None else time.monotonic() + timeout
     wake = asyncio.Event()
 
-    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        if payload.startswith(eid):
+    def on_notify(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        if str(payload).startswith(eid):
             wake.set()
 
     last = after_seq
@@ -236,10 +237,8 @@ async def watch_execution(
                     raise WaitTimeoutError(eid, timeout or 0, status.status)
                 # A safety re-check every 10 s in case a notification was lost with a connection.
                 wait_for = 10.0 if remaining is None else min(remaining, 10.0)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), wait_for)
-                except TimeoutError:
-                    pass
         finally:
             await conn.remove_listener(NOTIFY_CHANNEL, on_notify)
 

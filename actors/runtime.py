@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -81,7 +82,7 @@ def ensure_ray(address: str | None = None) -> None:
             include_dashboard=os.environ.get("WFDAG_RAY_DASHBOARD", "1") == "1",
             log_to_driver=log_to_driver,
             configure_logging=True,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
             _system_config={"num_workers_soft_limit": WARM_WORKERS},
         )
         # Start idle workers now so that the first fork does not wait on process starts.

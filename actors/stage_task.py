@@ -22,10 +22,7 @@ __all__ = ["run_stage_attempt"]
 
 def _call_agent(spec: dict[str, Any]) -> Any:
     agent_type = spec.get("agent_type")
-    if agent_type:
-        agent = REFERENCE_AGENTS[agent_type]
-    else:
-        agent = resolve_callable(spec["agent"])
+    agent = REFERENCE_AGENTS[agent_type] if agent_type else resolve_callable(spec["agent"])
     ctx = StageContext(
         execution_id=spec["execution_id"],
         workflow_id=spec["workflow_id"],

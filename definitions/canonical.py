@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from definitions.models import WorkflowDAG
@@ -33,7 +34,7 @@ def _stage(
 
 
 def _chain(ids: list[str]) -> list[dict[str, Any]]:
-    return [{"from_stage": a, "to_stage": b} for a, b in zip(ids, ids[1:], strict=False)]
+    return [{"from_stage": a, "to_stage": b} for a, b in itertools.pairwise(ids)]
 
 
 def _workflow(

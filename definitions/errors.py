@@ -174,7 +174,9 @@ _RETRYABLE_HTTP = frozenset({408, 429, 502, 503, 504})
 _NON_RETRYABLE_HTTP = frozenset({400, 401, 403, 404})
 
 # Name fragments of exception classes from other libraries (requests, httpx, aiohttp, …).
-_RETRYABLE_NAMES = re.compile(r"timeout|network|connection|connect|temporar|ratelimit|throttl", re.I)
+_RETRYABLE_NAMES = re.compile(
+    r"timeout|network|connection|connect|temporar|ratelimit|throttl", re.I
+)
 _NON_RETRYABLE_NAMES = re.compile(r"validation|authenticat|authoriz|permission|forbidden", re.I)
 
 

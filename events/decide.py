@@ -6,6 +6,7 @@ No Ray, no asyncpg, no clock inside: the caller passes ``now``.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,7 +60,7 @@ def readiness(state: ExecutionState) -> Readiness:
             if verdict is True:
                 ready.append(sid)
                 status[sid] = "running"
-            else:
+            elif isinstance(verdict, str):
                 skipped.append((sid, verdict))
                 status[sid] = "skipped"
             changed = True
@@ -67,7 +68,7 @@ def readiness(state: ExecutionState) -> Readiness:
 
 
 def _incoming_verdict(
-    dag: WorkflowDAG, state: ExecutionState, status: dict[str, str], stage_id: str
+    dag: WorkflowDAG, state: ExecutionState, status: Mapping[str, str], stage_id: str
 ) -> bool | str | None:
     """True (run), a reason string (skip), or None (not settled yet)."""
     incoming = dag.incoming(stage_id)
@@ -159,7 +160,9 @@ def decide(state: ExecutionState, now: datetime) -> list[Event]:
 
     plan = readiness(state)
     for sid, reason in plan.skipped:
-        events.append(StageSkipped(execution_id=eid, seq=nxt(), at=now, stage_id=sid, reason=reason))
+        events.append(
+            StageSkipped(execution_id=eid, seq=nxt(), at=now, stage_id=sid, reason=reason)
+        )
     for sid in plan.ready:
         events.append(StageStarted(execution_id=eid, seq=nxt(), at=now, stage_id=sid))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncpg
+from events.database import DBConnection
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -60,7 +60,7 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: DBConnection) -> list[int]:
     """Apply the migrations this database lacks; returns the versions applied."""
     applied: list[int] = []
     async with conn.transaction():
@@ -69,7 +69,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
             "CREATE TABLE IF NOT EXISTS wfdag_schema_migrations ("
             " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM wfdag_schema_migrations")}
+        rows = await conn.fetch("SELECT version FROM wfdag_schema_migrations")
+        done = {r["version"] for r in rows}
         for version, sql in MIGRATIONS:
             if version in done:
                 continue

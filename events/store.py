@@ -23,13 +23,14 @@ from definitions import (
     WorkflowDAG,
     WorkflowNotFoundError,
 )
+from events.database import DBConnection
 from events.models import Event, event_from_row, event_to_row
 
 __all__ = ["NOTIFY_CHANNEL", "EventStore", "Projector", "parse_execution_id"]
 
 NOTIFY_CHANNEL = "wfdag_events"
 
-Projector = Callable[[asyncpg.Connection, Sequence[Event]], Awaitable[None]]
+Projector = Callable[[DBConnection, Sequence[Event]], Awaitable[None]]
 
 _APPEND = """
 WITH ins AS (
@@ -117,7 +118,9 @@ class EventStore:
             for r in rows
         ]
 
-    async def read_existing(self, execution_id: str, *, until_seq: int | None = None) -> list[Event]:
+    async def read_existing(
+        self, execution_id: str, *, until_seq: int | None = None
+    ) -> list[Event]:
         """Like :meth:`read`, but an execution with no events is not found."""
         events = await self.read(execution_id, until_seq=until_seq)
         if not events:

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from definitions import ExecutionNotFoundError
@@ -23,6 +22,7 @@ from events import (
     WorkflowInitiated,
     parse_execution_id,
 )
+from events.database import DBConnection, DBReader
 
 __all__ = ["TERMINAL_STATUSES", "WorkflowStatus", "fetch_status", "project_executions"]
 
@@ -51,7 +51,7 @@ WHERE id = $1::uuid
 """
 
 
-async def project_executions(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+async def project_executions(conn: DBConnection, events: Sequence[Event]) -> None:
     """Apply one append's events to ``workflow_executions`` (one INSERT and/or one UPDATE)."""
     rest = list(events)
     first = rest[0]
@@ -119,7 +119,7 @@ class WorkflowStatus(BaseModel):
         return steps if isinstance(steps, list) else []
 
 
-async def fetch_status(conn: asyncpg.Connection | asyncpg.Pool, execution_id: str) -> WorkflowStatus:
+async def fetch_status(conn: DBReader, execution_id: str) -> WorkflowStatus:
     eid = parse_execution_id(execution_id)
     row = await conn.fetchrow("SELECT * FROM workflow_executions WHERE id = $1::uuid", eid)
     if row is None:

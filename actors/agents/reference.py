@@ -128,7 +128,8 @@ def expansion_agent(ctx: StageContext) -> dict[str, Any]:
     scenarios = {}
     for name, mult in (("conservative", 0.8), ("base", 1.3), ("aggressive", 1.9)):
         gain = round(investment * mult * (0.9 + 0.2 * _unit(seed, name)), 2)
-        scenarios[name] = {"gain": gain, "roi_pct": round((gain - investment) / investment * 100, 1)}
+        roi = round((gain - investment) / investment * 100, 1)
+        scenarios[name] = {"gain": gain, "roi_pct": roi}
     best = max(scenarios, key=lambda n: scenarios[n]["roi_pct"])
     return {
         "scenarios": scenarios,

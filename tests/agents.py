@@ -1,0 +1,101 @@
+"""Agents for the integration tests, imported by path (``tests.agents:NAME``) on Ray workers.
+
+Agents that record side effects write files under ``ctx.context["dir"]``, so the test can see
+what happened on the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from actors import StageContext
+
+
+class HttpError(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code} from upstream")
+        self.status_code = status_code
+
+
+def _dir(ctx: StageContext) -> Path:
+    return Path(ctx.context["dir"])
+
+
+def _touch(path: Path, text: str = "") -> None:
+    with open(path, "a") as fh:
+        fh.write(text + "\n")
+
+
+def noop(ctx: StageContext) -> dict[str, Any]:
+    return {"stage": ctx.stage_id, "attempt": ctx.attempt}
+
+
+def flaky_connection(ctx: StageContext) -> dict[str, Any]:
+    """ConnectionError on attempts 1 and 2, success on 3."""
+    if ctx.attempt < 3:
+        raise ConnectionError(f"connection reset (attempt {ctx.attempt})")
+    return {"succeeded_on": ctx.attempt}
+
+
+def forbidden(ctx: StageContext) -> dict[str, Any]:
+    raise PermissionError("not allowed to read the ledger")
+
+
+def not_found(ctx: StageContext) -> dict[str, Any]:
+    raise HttpError(404)
+
+
+def unavailable(ctx: StageContext) -> dict[str, Any]:
+    raise HttpError(503)
+
+
+def timed(ctx: StageContext) -> dict[str, Any]:
+    """Sleeps ``ctx.context["seconds"]`` and reports when it ran (wall clock)."""
+    start = time.time()
+    time.sleep(float(ctx.context.get("seconds", 1)))
+    return {"start": start, "end": time.time(), "pid": os.getpid()}
+
+
+def hung(ctx: StageContext) -> dict[str, Any]:
+    """Writes its pid, then would write ``finished`` after 30 s — unless it is stopped."""
+    _touch(_dir(ctx) / "hung.pid", str(os.getpid()))
+    time.sleep(30)
+    _touch(_dir(ctx) / "finished")
+    return {}
+
+
+def effectful(ctx: StageContext) -> dict[str, Any]:
+    """Records each call, waits ``ctx.context["seconds"]``, then performs its side effect once
+    per idempotency key (an exclusive create: a second call with the same key does nothing)."""
+    _touch(_dir(ctx) / f"calls-{ctx.stage_id}", f"{os.getpid()} attempt={ctx.attempt}")
+    time.sleep(float(ctx.context.get("seconds", 0)))
+    effect = _dir(ctx) / f"effect-{ctx.idempotency_key.replace(':', '_')}"
+    try:
+        fd = os.open(effect, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, ctx.stage_id.encode())
+        os.close(fd)
+        created = True
+    except FileExistsError:
+        created = False
+    return {"effect_created": created}
+
+
+async def async_agent(ctx: StageContext) -> dict[str, Any]:
+    await asyncio.sleep(0.01)
+    return {"async": True, "inputs": sorted(ctx.inputs)}
+
+
+def returns_string(ctx: StageContext) -> Any:
+    return "not a dict"
+
+
+def returns_unserialisable(ctx: StageContext) -> Any:
+    return {"when": {1, 2, 3}}
+
+
+def returns_nan(ctx: StageContext) -> Any:
+    return {"score": float("nan")}

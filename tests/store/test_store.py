@@ -1,0 +1,183 @@
+"""The event store on a real PostgreSQL: round-trip, concurrency, atomicity, definitions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from definitions import (
+    CANONICAL_WORKFLOWS,
+    ConcurrencyError,
+    DatabaseConfigError,
+    DefinitionConflictError,
+    ExecutionNotFoundError,
+    WorkflowDAG,
+    WorkflowNotFoundError,
+)
+from events import (
+    Event,
+    EventStore,
+    StageStarted,
+    WorkflowInitiated,
+    connect_pool,
+    migrate,
+)
+from projections import fetch_status, project_executions
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _initiated(eid: str) -> WorkflowInitiated:
+    dag = CANONICAL_WORKFLOWS["opportunity-discovery-v1"]
+    return WorkflowInitiated(execution_id=eid, seq=1, at=NOW, workflow_id=dag.id,
+                             workflow_version=1, dag=dag.model_dump(mode="json"),
+                             context={"projectId": "p"}, user_id="user-123")
+
+
+def _started(eid: str, seq: int, stage: str = "opportunity_research") -> StageStarted:
+    return StageStarted(execution_id=eid, seq=seq, at=NOW, stage_id=stage)
+
+
+async def _count(store: EventStore, eid: str) -> int:
+    async with store.pool.acquire() as conn:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM workflow_events WHERE execution_id = $1::uuid", eid))
+
+
+async def test_append_and_read_round_trip(store: EventStore) -> None:
+    eid = str(uuid.uuid4())
+    events: list[Event] = [_initiated(eid), _started(eid, 2)]
+    await store.append(events, expected_version=0)
+    assert await store.read(eid) == events
+    assert await store.read(eid, after_seq=1) == events[1:]
+    assert await store.read(eid, until_seq=1) == events[:1]
+    async with store.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT event_type, stage_id, metadata FROM workflow_events "
+            "WHERE execution_id = $1::uuid AND seq = 2", eid)
+    assert row["event_type"] == "stage_started"
+    assert row["stage_id"] == "opportunity_research"
+
+
+async def test_append_keeps_the_read_model_in_step(store: EventStore) -> None:
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid)], expected_version=0)
+    status = await fetch_status(store.pool, eid)
+    assert (status.status, status.created_by, status.workflow_id) == (
+        "initiated", "user-123", "opportunity-discovery-v1")
+    await store.append([_started(eid, 2)], expected_version=1)
+    status = await fetch_status(store.pool, eid)
+    assert (status.status, status.current_stage, status.last_seq) == (
+        "in_progress", "opportunity_research", 2)
+
+
+async def test_conflicting_append_raises_and_writes_nothing(store: EventStore) -> None:
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid), _started(eid, 2)], expected_version=0)
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append([_started(eid, 2, "opportunity_validation"),
+                            _started(eid, 3, "opportunity_prioritization")], expected_version=1)
+    assert info.value.expected_version == 1
+    assert await _count(store, eid) == 2
+    assert (await fetch_status(store.pool, eid)).current_stage == "opportunity_research"
+
+
+async def test_append_ahead_of_the_stream_is_a_conflict(store: EventStore) -> None:
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid)], expected_version=0)
+    with pytest.raises(ConcurrencyError):
+        await store.append([_started(eid, 5)], expected_version=4)
+    assert await _count(store, eid) == 1
+
+
+async def test_concurrent_writers_at_one_version_exactly_one_wins(store: EventStore) -> None:
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid)], expected_version=0)
+    results = await asyncio.gather(
+        *[store.append([_started(eid, 2)], expected_version=1) for _ in range(8)],
+        return_exceptions=True,
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, ConcurrencyError) for r in results if r is not None)
+    assert await _count(store, eid) == 2
+
+
+async def test_a_batch_is_all_or_nothing(database_url: str) -> None:
+    async def failing_projector(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        await project_executions(conn, events)
+        if len(events) > 1:
+            raise RuntimeError("projector broke after the insert")
+
+    pool = await connect_pool(database_url)
+    try:
+        breaking = EventStore(pool, projectors=[failing_projector])
+        eid = str(uuid.uuid4())
+        await breaking.append([_initiated(eid)], expected_version=0)
+        with pytest.raises(RuntimeError, match="projector broke"):
+            await breaking.append([_started(eid, 2), _started(eid, 3, "opportunity_validation")],
+                                  expected_version=1)
+        assert await _count(breaking, eid) == 1
+        assert (await fetch_status(pool, eid)).status == "initiated"
+    finally:
+        await pool.close()
+
+
+async def test_seqs_must_continue_the_expected_version(store: EventStore) -> None:
+    eid = str(uuid.uuid4())
+    with pytest.raises(ValueError, match="without gaps"):
+        await store.append([_initiated(eid), _started(eid, 3)], expected_version=0)
+    assert await _count(store, eid) == 0
+
+
+async def test_unknown_or_malformed_execution_ids_are_not_found(store: EventStore) -> None:
+    assert await store.read(str(uuid.uuid4())) == []
+    with pytest.raises(ExecutionNotFoundError):
+        await store.read_existing(str(uuid.uuid4()))
+    with pytest.raises(ExecutionNotFoundError):
+        await store.read("1'; DROP TABLE workflow_events; --")
+    with pytest.raises(ExecutionNotFoundError):
+        await fetch_status(store.pool, "not-a-uuid")
+
+
+async def test_definitions_register_idempotently_and_refuse_changed_content(
+    store: EventStore,
+) -> None:
+    data = CANONICAL_WORKFLOWS["opportunity-discovery-v1"].model_dump(mode="json")
+    data["id"] = f"store-test-{uuid.uuid4().hex[:8]}"
+    dag = WorkflowDAG.model_validate(data)
+    assert await store.register_definition(dag) is True
+    assert await store.register_definition(dag) is False
+    assert await store.get_definition(dag.id) == dag
+    changed = WorkflowDAG.model_validate({**data, "description": "something else"})
+    with pytest.raises(DefinitionConflictError, match="version 1"):
+        await store.register_definition(changed)
+    v2 = WorkflowDAG.model_validate({**data, "version": 2, "description": "v2"})
+    await store.register_definition(v2)
+    assert (await store.get_definition(dag.id)).version == 2
+    assert (await store.get_definition(dag.id, 1)).version == 1
+    with pytest.raises(WorkflowNotFoundError, match="nope"):
+        await store.get_definition("nope")
+
+
+async def test_migrations_are_idempotent_and_safe_in_parallel(database_url: str) -> None:
+    conns = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        applied = await asyncio.gather(*[migrate(c) for c in conns])
+        assert all(a == [] for a in applied)  # the store fixture migrated already
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_wrong_database_url_is_a_clear_error() -> None:
+    with pytest.raises(DatabaseConfigError, match=r"cannot connect .*127\.0\.0\.1:1") as info:
+        await connect_pool("postgresql://wfdag:hunter2@127.0.0.1:1/nope", timeout=3)
+    assert "hunter2" not in str(info.value)
+    assert "WFDAG_DATABASE_URL" in str(info.value)
+    with pytest.raises(DatabaseConfigError):
+        await connect_pool("not a url at all", timeout=3)
