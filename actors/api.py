@@ -45,6 +45,7 @@ from events import (
     Event,
     EventStore,
     WorkflowInitiated,
+    lease_is_free,
     migrate,
     parse_execution_id,
 )
@@ -103,7 +104,9 @@ async def _ready_store() -> EventStore:
 
 async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
     """Apply migrations, register the canonical workflows, and resume every execution that is
-    in progress but has no live actor.  Idempotent; safe from two drivers at once.
+    in progress but has no live actor: none in this Ray cluster, and no process anywhere
+    holding its lease (the advisory lock its actor holds).  Idempotent; safe from two drivers
+    at once.
 
     Returns ``{"workflows": [...ids], "resumed": [...execution ids]}``.
     """
@@ -121,7 +124,11 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
         orphans = [str(r["id"]) for r in rows]
         if orphans:
             ensure_ray()
-            orphans = [eid for eid in orphans if execution_actor(eid) is None]
+            async with store.pool.acquire() as conn:
+                orphans = [
+                    eid for eid in orphans
+                    if execution_actor(eid) is None and await lease_is_free(conn, eid)
+                ]
             url = get_database_url()
             for eid in orphans:
                 await spawn_execution_actor(eid, url)

@@ -31,6 +31,7 @@ from events import (
     apply,
     attempt_events,
     decide,
+    execution_lock_key,
     fold,
     upstream_outputs,
 )
@@ -83,6 +84,7 @@ class ExecutionActor:
         self._log = get_logger(execution_id=execution_id)
         self._refs: dict[str, Any] = {}
         self._rng = random.Random()
+        self._lease_conn: Any = None
         # An async actor's __init__ runs on its running event loop: schedule the work there.
         self._main_task = asyncio.get_running_loop().create_task(self._main())
 
@@ -92,7 +94,8 @@ class ExecutionActor:
     async def _main(self) -> None:
         store: EventStore | None = None
         try:
-            store = await new_store(self._database_url, max_size=2)
+            store = await new_store(self._database_url, max_size=3)
+            await self._take_lease(store)
             events = await store.read(self.execution_id)
             if not events:
                 self._log.error("execution.no_stream")
@@ -110,8 +113,21 @@ class ExecutionActor:
         finally:
             self._cancel_all()
             if store is not None:
+                if self._lease_conn is not None:
+                    await store.pool.release(self._lease_conn)
                 await store.pool.close()
         self._exit()
+
+    async def _take_lease(self, store: EventStore) -> None:
+        """Hold the execution's advisory lock on a connection of our own for our lifetime: at
+        most one live runner per execution, across Ray clusters; it is released when this
+        process dies.  If another instance still runs, wait for it to end."""
+        self._lease_conn = await store.pool.acquire()
+        key = execution_lock_key(self.execution_id)
+        if not await self._lease_conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            self._log.warning("execution.waiting_for_lease")
+            await self._lease_conn.execute("SELECT pg_advisory_lock($1)", key)
+        self._log.info("execution.lease_taken")
 
     def _exit(self) -> None:
         self._log.info("execution.actor_exit")

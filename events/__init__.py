@@ -25,7 +25,14 @@ from events.models import (
     event_to_row,
 )
 from events.state import ExecutionState, ExecutionStatus, StageState, StageStatus, apply, fold
-from events.store import NOTIFY_CHANNEL, EventStore, Projector, parse_execution_id
+from events.store import (
+    NOTIFY_CHANNEL,
+    EventStore,
+    Projector,
+    execution_lock_key,
+    lease_is_free,
+    parse_execution_id,
+)
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -54,7 +61,9 @@ __all__ = [
     "embedded_database_url",
     "event_from_row",
     "event_to_row",
+    "execution_lock_key",
     "fold",
+    "lease_is_free",
     "migrate",
     "parse_execution_id",
     "readiness",

@@ -26,7 +26,14 @@ from definitions import (
 from events.database import DBConnection
 from events.models import Event, event_from_row, event_to_row
 
-__all__ = ["NOTIFY_CHANNEL", "EventStore", "Projector", "parse_execution_id"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "EventStore",
+    "Projector",
+    "execution_lock_key",
+    "lease_is_free",
+    "parse_execution_id",
+]
 
 NOTIFY_CHANNEL = "wfdag_events"
 
@@ -57,6 +64,20 @@ def parse_execution_id(execution_id: str) -> str:
         return str(uuid.UUID(str(execution_id)))
     except (ValueError, TypeError, AttributeError):
         raise ExecutionNotFoundError(str(execution_id)[:100]) from None
+
+
+def execution_lock_key(execution_id: str) -> int:
+    """The advisory-lock key of an execution's lease (held by the actor that runs it)."""
+    return int.from_bytes(uuid.UUID(execution_id).bytes[:8], "big", signed=True)
+
+
+async def lease_is_free(conn: DBConnection, execution_id: str) -> bool:
+    """True when no live process holds the execution's lease (checked by taking it briefly)."""
+    key = execution_lock_key(parse_execution_id(execution_id))
+    taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    if taken:
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    return taken
 
 
 class EventStore:

@@ -24,10 +24,11 @@ from definitions import (
     PayloadTooLargeError,
     WorkflowNotFoundError,
 )
-from events import StageAttempt
+from events import EventStore, StageAttempt, lease_is_free
 from tests.integration.helpers import (
     assert_gapless,
     events_of,
+    eventually,
     register_chain,
     stage,
     types_of,
@@ -137,7 +138,7 @@ def _effects(tmp_dir: Path) -> list[str]:
 
 @pytest.mark.parametrize("restart", [True, False], ids=["ray-restarts", "initialize-resumes"])
 async def test_killing_the_actor_mid_stage_still_completes_once(
-    tmp_dir: Path, restart: bool
+    tmp_dir: Path, restart: bool, store: EventStore
 ) -> None:
     dag = await register_chain(
         "kill", [stage("one", "effectful"), stage("two", "effectful"), stage("three", "effectful")])
@@ -149,6 +150,12 @@ async def test_killing_the_actor_mid_stage_still_completes_once(
     ray.kill(handle, no_restart=not restart)
     if not restart:
         wait_until(lambda: execution_actor(eid) is None, timeout=30, what="the actor to be gone")
+
+        async def lease_free() -> bool:
+            async with store.pool.acquire() as conn:
+                return await lease_is_free(conn, eid)
+
+        await eventually(lease_free, timeout=30, what="the dead actor's lease to be released")
         assert (await get_workflow_status(eid)).status == "in_progress"
         report = await initialize_workflow_system()
         assert eid in report["resumed"]
@@ -252,3 +259,19 @@ async def test_unknown_execution_is_not_found() -> None:
         await get_workflow_status("5b0c1a52-0000-4000-8000-000000000000")
     with pytest.raises(ExecutionNotFoundError):
         await wait_for_workflow("' OR 1=1 --", timeout=1)
+
+
+async def test_resume_sweep_leaves_an_execution_whose_lease_is_held(
+    tmp_dir: Path, store: EventStore
+) -> None:
+    """A live runner in another Ray cluster is invisible to ray.get_actor; its lease is not."""
+    dag = await register_chain("lease", [stage("slow", "timed")])
+    eid = await execute_workflow_dag(dag.id, {"seconds": 3}, "tester")
+    handle = execution_actor(eid)
+    assert handle is not None
+    async with store.pool.acquire() as conn:
+        assert not await lease_is_free(conn, eid)
+    assert eid not in (await initialize_workflow_system())["resumed"]
+    assert (await wait_for_workflow(eid, timeout=60)).status == "completed"
+    events = await events_of(eid)
+    assert types_of(events).count("stage_started") == 1

@@ -1,0 +1,84 @@
+"""The ``wfdag`` command line, run as a user would: a subprocess on the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from actors import execute_workflow_dag, wait_for_workflow
+from tests.conftest import REPO
+from tests.integration.helpers import register_chain, stage
+
+
+def wfdag(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env["WFDAG_RAY_DASHBOARD"] = "0"
+    return subprocess.run(
+        [sys.executable, "-m", "actors.cli", *args], cwd=REPO, env=env, text=True,
+        capture_output=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["status", str(uuid.uuid4())], "not found"),
+        (["status", "robert'); DROP TABLE workflow_events;--"], "not found"),
+        (["events", str(uuid.uuid4())], "not found"),
+        (["run", "no-such-flow-v1"], "unknown workflow 'no-such-flow-v1'"),
+        (["run", "opportunity-discovery-v1", "--context", "[1, 2]"], "JSON object"),
+        (["run", "opportunity-discovery-v1", "--context", "{oops"], "not valid JSON"),
+    ],
+)
+def test_cli_user_errors_are_one_clear_line(
+    database_url: str, args: list[str], message: str
+) -> None:
+    result = wfdag(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_lists_the_canonical_workflows(database_url: str) -> None:
+    result = wfdag("workflows")
+    assert result.returncode == 0, result.stderr
+    for workflow_id in ("opportunity-discovery-v1", "parallel-value-lifecycle-v1"):
+        assert workflow_id in result.stdout
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_cli_status_and_events_of_an_execution() -> None:
+    eid = await execute_workflow_dag("opportunity-discovery-v1", {"projectId": "p"}, "cli-user")
+    await wait_for_workflow(eid, timeout=60)
+    status = wfdag("status", eid)
+    assert status.returncode == 0, status.stderr
+    assert "completed" in status.stdout and "opportunity-discovery-v1" in status.stdout
+    events = wfdag("events", eid)
+    assert events.returncode == 0, events.stderr
+    lines = events.stdout.splitlines()
+    assert "workflow_initiated" in lines[0] and "workflow_completed" in lines[-1]
+    assert any("stage_attempt" in line and "attempt=1" in line for line in lines)
+    exported = [json.loads(line) for line in wfdag("events", eid, "--json").stdout.splitlines()]
+    assert [e["seq"] for e in exported] == list(range(1, len(lines) + 1))
+
+
+def test_cli_run_wait_shows_progress_and_succeeds(database_url: str) -> None:
+    result = wfdag("run", "opportunity-discovery-v1", "--wait", "--timeout", "90")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "completed"
+    assert result.stderr.count("stage_completed") == 3
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_cli_run_wait_exits_non_zero_when_the_execution_fails() -> None:
+    dag = await register_chain("cli-fail", [stage("deny", "forbidden")])
+    result = wfdag("run", dag.id, "--context", "{}", "--wait", "--timeout", "90")
+    assert result.returncode == 1
+    assert "failed: stage deny failed: PermissionError" in result.stdout
+    assert "wfdag events" in result.stderr
