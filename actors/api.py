@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import ray
 
+from actors.breakers import BreakerStatus, breaker_key, breaker_registry
 from actors.execution import spawn_execution_actor
 from actors.logs import get_logger
 from actors.runtime import (
@@ -33,17 +34,22 @@ from actors.runtime import (
 )
 from definitions import (
     CANONICAL_WORKFLOWS,
+    ConcurrencyError,
+    ExecutionStateError,
     InvalidContextError,
     InvalidWorkflowError,
     WfdagError,
     WorkflowDAG,
+    WorkflowNotFoundError,
     canonical_workflows,
     validate_workflow_dag,
 )
 from events import (
     NOTIFY_CHANNEL,
+    TERMINAL_EVENT_TYPES,
     Event,
     EventStore,
+    RollbackRequested,
     WorkflowInitiated,
     lease_is_free,
     migrate,
@@ -52,6 +58,7 @@ from events import (
 from projections import WorkflowStatus, fetch_status
 
 __all__ = [
+    "BreakerStatus",
     "WaitTimeoutError",
     "execute_workflow_dag",
     "execute_workflow_dag_sync",
@@ -59,12 +66,22 @@ __all__ = [
     "get_available_workflows",
     "get_execution_events",
     "get_execution_events_sync",
+    "get_workflow_circuit_breaker_status",
+    "get_workflow_circuit_breaker_status_sync",
     "get_workflow_status",
     "get_workflow_status_sync",
     "initialize_workflow_system",
     "initialize_workflow_system_sync",
+    "list_circuit_breakers",
+    "list_circuit_breakers_sync",
     "register_workflow",
     "register_workflow_sync",
+    "reset_workflow_circuit_breaker",
+    "reset_workflow_circuit_breaker_sync",
+    "retry_failed_workflow",
+    "retry_failed_workflow_sync",
+    "rollback_workflow",
+    "rollback_workflow_sync",
     "wait_for_workflow",
     "wait_for_workflow_sync",
     "watch_execution",
@@ -73,7 +90,7 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_ACTIVE = ("initiated", "in_progress")
+_ACTIVE = ("initiated", "in_progress", "compensating")
 
 
 class WaitTimeoutError(WfdagError, TimeoutError):
@@ -165,6 +182,35 @@ def _check_context(context: Any) -> dict[str, Any]:
     return json.loads(encoded)  # type: ignore[no-any-return]
 
 
+def _check_user(user_id: Any) -> str:
+    if not isinstance(user_id, str) or not user_id:
+        raise InvalidContextError("user_id must be a non-empty string")
+    return user_id
+
+
+async def _start(
+    store: EventStore, dag: dict[str, Any], context: dict[str, Any], user_id: str,
+    *, retry_of: str | None = None,
+) -> str:
+    execution_id = str(uuid.uuid4())
+    await store.append(
+        [
+            WorkflowInitiated(
+                execution_id=execution_id, seq=1, at=datetime.now(UTC), workflow_id=dag["id"],
+                workflow_version=dag["version"], dag=dag, context=context, user_id=user_id,
+                retry_of=retry_of,
+            )
+        ],
+        expected_version=0,
+    )
+    get_logger(execution_id=execution_id).info(
+        "execution.initiated", workflow_id=dag["id"], version=dag["version"], retry_of=retry_of
+    )
+    ensure_ray()
+    await spawn_execution_actor(execution_id, get_database_url())
+    return execution_id
+
+
 async def execute_workflow_dag(
     workflow_id: str,
     context: Mapping[str, Any],
@@ -174,28 +220,104 @@ async def execute_workflow_dag(
 ) -> str:
     """Start an execution; returns its id once ``workflow_initiated`` is durable and its actor
     runs.  Unknown workflow or a context that is not a JSON object → an error, nothing written."""
-    if not isinstance(user_id, str) or not user_id:
-        raise InvalidContextError("user_id must be a non-empty string")
+    _check_user(user_id)
     ctx = _check_context(context)
     store = await _ready_store()
     dag = await store.get_definition(workflow_id, version)
-    execution_id = str(uuid.uuid4())
-    await store.append(
-        [
-            WorkflowInitiated(
-                execution_id=execution_id, seq=1, at=datetime.now(UTC), workflow_id=dag.id,
-                workflow_version=dag.version, dag=dag.model_dump(mode="json"), context=ctx,
-                user_id=user_id,
+    return await _start(store, dag.model_dump(mode="json"), ctx, user_id)
+
+
+async def rollback_workflow(execution_id: str, user_id: str) -> WorkflowStatus:
+    """Undo a completed or failed execution: its completed stages are compensated in reverse
+    order of completion.  Returns once the request is durable (status ``compensating``);
+    ``wait_for_workflow`` waits for the end (``rolled_back``, or ``failed`` when a handler
+    failed).  An execution already rolled back (or being rolled back) is left as it is."""
+    _check_user(user_id)
+    store = await _ready_store()
+    for _ in range(5):
+        status = await fetch_status(store.pool, execution_id)
+        if status.status in ("rolled_back", "compensating"):
+            return status
+        if status.status not in ("completed", "failed"):
+            raise ExecutionStateError(status.execution_id, status.status, "a rollback",
+                                      "completed or failed")
+        try:
+            await store.append(
+                [RollbackRequested(execution_id=status.execution_id, seq=status.last_seq + 1,
+                                   at=datetime.now(UTC), user_id=user_id)],
+                expected_version=status.last_seq,
             )
-        ],
-        expected_version=0,
+        except ConcurrencyError:
+            continue  # another request (or the actor) got there first: look again
+        get_logger(execution_id=status.execution_id).info(
+            "execution.rollback_requested", user_id=user_id)
+        ensure_ray()
+        await spawn_execution_actor(status.execution_id, get_database_url())
+        return await fetch_status(store.pool, status.execution_id)
+    raise ExecutionStateError(execution_id, "busy", "a rollback", "settled")
+
+
+async def retry_failed_workflow(execution_id: str, user_id: str) -> str:
+    """Start a new execution of a ``failed`` or ``rolled_back`` one: the same definition
+    version and context, linked to it by ``retry_of`` in its first event.  The old execution
+    keeps its status.  Returns the new execution id."""
+    _check_user(user_id)
+    store = await _ready_store()
+    status = await fetch_status(store.pool, execution_id)
+    if status.status not in ("failed", "rolled_back"):
+        raise ExecutionStateError(status.execution_id, status.status, "a retry",
+                                  "failed or rolled_back")
+    first = (await store.read(status.execution_id, until_seq=1))[0]
+    assert isinstance(first, WorkflowInitiated)
+    return await _start(store, first.dag, first.context, user_id, retry_of=first.execution_id)
+
+
+async def _check_stage(workflow_id: str, stage_id: str) -> None:
+    store = await _ready_store()
+    dag = await store.get_definition(workflow_id)
+    if not dag.has_stage(stage_id):
+        raise WorkflowNotFoundError(f"{workflow_id}:{stage_id}")
+
+
+def _breaker_status(row: Any) -> BreakerStatus:
+    return BreakerStatus(
+        workflow_id=row["workflow_id"], stage_id=row["stage_id"], state=row["state"],
+        failure_count=row["failure_count"], opened_at=row["opened_at"],
+        next_attempt_at=row["next_attempt_at"], failure_threshold=row["failure_threshold"],
+        cooldown_seconds=row["cooldown_seconds"],
     )
-    get_logger(execution_id=execution_id).info(
-        "execution.initiated", workflow_id=dag.id, version=dag.version
-    )
+
+
+async def get_workflow_circuit_breaker_status(workflow_id: str, stage_id: str) -> BreakerStatus:
+    """The breaker of ``workflow_id:stage_id`` as last persisted by the registry: ``state``
+    (``closed | open | half_open``), ``failure_count``, ``opened_at``, ``next_attempt_at``."""
+    await _check_stage(workflow_id, stage_id)
+    store = await _ready_store()
+    row = await store.pool.fetchrow(
+        "SELECT * FROM circuit_breakers WHERE key = $1", breaker_key(workflow_id, stage_id))
+    if row is None:
+        dag = await store.get_definition(workflow_id)
+        config = dag.stage(stage_id).breaker
+        return BreakerStatus(workflow_id=workflow_id, stage_id=stage_id, state="closed",
+                             failure_count=0, opened_at=None, next_attempt_at=None,
+                             failure_threshold=config.failure_threshold,
+                             cooldown_seconds=config.cooldown_seconds)
+    return _breaker_status(row)
+
+
+async def list_circuit_breakers() -> list[BreakerStatus]:
+    """Every breaker that has recorded anything, as last persisted."""
+    store = await _ready_store()
+    rows = await store.pool.fetch("SELECT * FROM circuit_breakers ORDER BY key")
+    return [_breaker_status(r) for r in rows]
+
+
+async def reset_workflow_circuit_breaker(workflow_id: str, stage_id: str) -> BreakerStatus:
+    """Close the breaker and zero its failure count (through the registry actor)."""
+    await _check_stage(workflow_id, stage_id)
     ensure_ray()
-    await spawn_execution_actor(execution_id, get_database_url())
-    return execution_id
+    view = await breaker_registry(get_database_url()).reset.remote(workflow_id, stage_id)
+    return BreakerStatus.model_validate({k: view[k] for k in BreakerStatus.model_fields})
 
 
 async def get_workflow_status(execution_id: str) -> WorkflowStatus:
@@ -214,7 +336,7 @@ async def watch_execution(
     execution_id: str, *, after_seq: int = 0, timeout: float | None = None
 ) -> AsyncIterator[Event]:
     """Yield the execution's events as they are appended (LISTEN/NOTIFY, no polling loop),
-    starting after ``after_seq``, until its terminal event."""
+    starting after ``after_seq``, until its next terminal event."""
     eid = parse_execution_id(execution_id)
     store = await _ready_store()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -236,7 +358,7 @@ async def watch_execution(
                 for event in events:
                     last = event.seq
                     yield event
-                    if event.type in ("workflow_completed", "workflow_failed"):
+                    if event.type in TERMINAL_EVENT_TYPES:
                         return
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -290,6 +412,11 @@ def _twin(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
 
 
 initialize_workflow_system_sync = _twin(initialize_workflow_system)
+rollback_workflow_sync = _twin(rollback_workflow)
+retry_failed_workflow_sync = _twin(retry_failed_workflow)
+get_workflow_circuit_breaker_status_sync = _twin(get_workflow_circuit_breaker_status)
+reset_workflow_circuit_breaker_sync = _twin(reset_workflow_circuit_breaker)
+list_circuit_breakers_sync = _twin(list_circuit_breakers)
 register_workflow_sync = _twin(register_workflow)
 execute_workflow_dag_sync = _twin(execute_workflow_dag)
 get_workflow_status_sync = _twin(get_workflow_status)

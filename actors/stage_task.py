@@ -14,15 +14,23 @@ import time
 from typing import Any
 
 from actors.agents import REFERENCE_AGENTS, StageContext, resolve_callable
+from actors.agents.artifacts import BUILTIN_HANDLERS, DATABASE_URL
 from actors.runtime import check_payload_size
 from definitions import AgentOutputError, PayloadTooLargeError, classify_error
 
 __all__ = ["run_stage_attempt"]
 
 
-def _call_agent(spec: dict[str, Any]) -> Any:
+def _target(spec: dict[str, Any]) -> Any:
+    handler = spec.get("handler")
+    if handler:  # a compensation
+        return BUILTIN_HANDLERS.get(handler) or resolve_callable(handler)
     agent_type = spec.get("agent_type")
-    agent = REFERENCE_AGENTS[agent_type] if agent_type else resolve_callable(spec["agent"])
+    return REFERENCE_AGENTS[agent_type] if agent_type else resolve_callable(spec["agent"])
+
+
+def _call_agent(spec: dict[str, Any]) -> Any:
+    agent = _target(spec)
     ctx = StageContext(
         execution_id=spec["execution_id"],
         workflow_id=spec["workflow_id"],
@@ -35,7 +43,11 @@ def _call_agent(spec: dict[str, Any]) -> Any:
         capabilities=tuple(spec.get("capabilities", ())),
         output=spec.get("output"),
     )
-    result = agent(ctx)
+    token = DATABASE_URL.set(spec.get("database_url"))
+    try:
+        result = agent(ctx)
+    finally:
+        DATABASE_URL.reset(token)
     if inspect.isawaitable(result):
         awaitable = result
 
@@ -69,7 +81,10 @@ def run_stage_attempt(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the agent once; ``{"ok": True, "output": …}`` or ``{"ok": False, "error": …}``."""
     started = time.monotonic()
     try:
-        output = _check_output(spec["stage_id"], _call_agent(spec))
+        result = _call_agent(spec)
+        if result is None and spec.get("handler"):
+            result = {}  # a compensation handler may return nothing
+        output = _check_output(spec["stage_id"], result)
         outcome: dict[str, Any] = {"ok": True, "output": output}
     except Exception as exc:
         outcome = {"ok": False, "error": classify_error(exc).to_json()}

@@ -8,6 +8,7 @@ from definitions.canonical import (
     INTERVENTION_VARIANCE_THRESHOLD_PCT,
     canonical_workflows,
 )
+from definitions.compensation import BUILTIN_COMPENSATION_HANDLERS, is_valid_handler
 from definitions.errors import (
     AgentOutputError,
     AuthenticationError,
@@ -17,6 +18,7 @@ from definitions.errors import (
     DefinitionConflictError,
     ErrorInfo,
     ExecutionNotFoundError,
+    ExecutionStateError,
     InvalidContextError,
     InvalidWorkflowError,
     NetworkError,
@@ -45,6 +47,7 @@ from definitions.validation import validate_workflow_dag
 
 __all__ = [
     "AGENT_TYPES",
+    "BUILTIN_COMPENSATION_HANDLERS",
     "CANONICAL_WORKFLOWS",
     "INTERVENTION_VARIANCE_THRESHOLD_PCT",
     "JITTER_FRACTION",
@@ -59,6 +62,7 @@ __all__ = [
     "DefinitionConflictError",
     "ErrorInfo",
     "ExecutionNotFoundError",
+    "ExecutionStateError",
     "InvalidContextError",
     "InvalidWorkflowError",
     "NetworkError",
@@ -79,5 +83,6 @@ __all__ = [
     "backoff_delay_ms",
     "canonical_workflows",
     "classify_error",
+    "is_valid_handler",
     "validate_workflow_dag",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "DefinitionConflictError",
     "ErrorInfo",
     "ExecutionNotFoundError",
+    "ExecutionStateError",
     "InvalidContextError",
     "InvalidWorkflowError",
     "NetworkError",
@@ -138,6 +139,17 @@ class ExecutionNotFoundError(WfdagError):
     def __init__(self, execution_id: str) -> None:
         super().__init__(f"execution {execution_id!r} not found")
         self.execution_id = execution_id
+
+
+class ExecutionStateError(WfdagError):
+    """The execution is not in a state that allows what was asked."""
+
+    def __init__(self, execution_id: str, status: str, wanted: str, allowed: str) -> None:
+        super().__init__(
+            f"execution {execution_id} is {status}: {wanted} needs it to be {allowed}"
+        )
+        self.execution_id = execution_id
+        self.status = status
 
 
 class InvalidContextError(WfdagError):

@@ -27,7 +27,7 @@ AgentType = Literal["opportunity", "target", "realization", "expansion", "integr
 AGENT_TYPES: tuple[str, ...] = ("opportunity", "target", "realization", "expansion", "integrity")
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-_IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 MAX_STAGES = 500
 MAX_TRANSITIONS = 5000
 
@@ -115,7 +115,7 @@ class WorkflowStage(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     agent_type: AgentType | None = None
-    agent: str | None = Field(default=None, max_length=300, pattern=_IMPORT_PATH)
+    agent: str | None = Field(default=None, max_length=300, pattern=IMPORT_PATH_PATTERN)
     timeout_seconds: float = Field(gt=0, le=86_400)
     retry_config: str | RetryConfig = "STANDARD"
     compensation_handler: str | None = Field(default=None, max_length=300)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from definitions.compensation import is_valid_handler
 from definitions.models import ValidationResult, WorkflowDAG
 
 __all__ = ["validate_workflow_dag"]
@@ -89,6 +90,15 @@ def validate_workflow_dag(dag: WorkflowDAG) -> ValidationResult:
                     f"{where} has a condition on stage {condition.stage!r}, which does not run "
                     f"before {transition.to_stage!r}"
                 )
+
+    for stage in dag.stages:
+        if stage.compensation_handler is not None and not is_valid_handler(
+            stage.compensation_handler
+        ):
+            errors.append(
+                f"stage {stage.id!r} names compensation handler {stage.compensation_handler!r}, "
+                f"which is neither a built-in handler nor an import path module:function"
+            )
 
     pairs = Counter((t.from_stage, t.to_stage) for t in dag.transitions)
     for (source, target), count in pairs.items():

@@ -1,19 +1,26 @@
 """The pure decision: given an execution's state, which events come next.
 
-No Ray, no asyncpg, no clock inside: the caller passes ``now``.
+No Ray, no asyncpg, no clock inside: the caller passes ``now`` (and a random source for
+jitter).  :func:`decide` takes one step at a time; the actor applies its events and asks again
+until it returns none, then appends them all in one transaction.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from definitions import WorkflowDAG, backoff_delay_ms
 from events.models import (
+    CompensationAttempt,
+    CompensationCompleted,
+    CompensationFailed,
+    CompensationStarted,
     Event,
+    RollbackStarted,
     StageAttempt,
     StageCancelled,
     StageCompleted,
@@ -22,16 +29,34 @@ from events.models import (
     StageStarted,
     WorkflowCompleted,
     WorkflowFailed,
+    WorkflowRolledBack,
 )
 from events.state import SETTLED_STAGE, ExecutionState
 
-__all__ = ["Readiness", "attempt_events", "decide", "readiness", "upstream_outputs"]
+__all__ = [
+    "Decision",
+    "Readiness",
+    "attempt_events",
+    "compensation_events",
+    "decide",
+    "readiness",
+    "rollback_order",
+    "upstream_outputs",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: list[str]
     skipped: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The next events, and the running stages to cancel (the workflow is failing)."""
+
+    events: list[Event] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
 
 
 def readiness(state: ExecutionState) -> Readiness:
@@ -74,11 +99,10 @@ def _incoming_verdict(
     incoming = dag.incoming(stage_id)
     if not incoming:
         return True if stage_id == dag.initial_stage else None
-    reasons: list[str] = []
     for transition in incoming:
-        source = status.get(transition.from_stage)
-        if source not in SETTLED_STAGE:
+        if status.get(transition.from_stage) not in SETTLED_STAGE:
             return None
+    reasons: list[str] = []
     for transition in incoming:
         source = status[transition.from_stage]
         if source != "completed":
@@ -107,11 +131,17 @@ def upstream_outputs(state: ExecutionState, stage_id: str) -> dict[str, dict[str
             if transition.from_stage not in seen:
                 seen.add(transition.from_stage)
                 todo.append(transition.from_stage)
-    return {
-        sid: state.stages[sid].output or {}
-        for sid in state.completion_order
-        if sid in seen
-    }
+    return {sid: state.stages[sid].output or {} for sid in state.completion_order if sid in seen}
+
+
+def rollback_order(state: ExecutionState) -> list[str]:
+    """Completed stages with a handler, not yet compensated, in reverse order of completion."""
+    dag = state.require_dag()
+    return [
+        sid
+        for sid in reversed(state.completion_order)
+        if dag.stage(sid).compensation_handler and state.stages[sid].compensation != "completed"
+    ]
 
 
 def _ms_between(start: datetime | None, end: datetime) -> int:
@@ -120,66 +150,110 @@ def _ms_between(start: datetime | None, end: datetime) -> int:
     return max(0, int((end - start).total_seconds() * 1000))
 
 
-def decide(state: ExecutionState, now: datetime) -> list[Event]:
-    """The events that follow from ``state``: stages to start or skip, and the workflow's end.
+def _failure_message(state: ExecutionState, stage_id: str) -> str:
+    error = state.stages[stage_id].error or {}
+    return f"stage {stage_id} failed: {error.get('type', 'Error')}: {error.get('message', '')}"
 
-    When a stage has failed, running stages are cancelled and the workflow fails.  When every
-    reachable stage is completed or skipped, the workflow completes.  Returns ``[]`` when the
-    execution must wait for running stages (or is already over).
+
+def decide(state: ExecutionState, now: datetime) -> Decision:
+    """The next step of the execution (see the module docstring).
+
+    Running: start ready stages, skip those that can no longer run, complete when every
+    reachable stage is completed or skipped.  A stage failed: cancel running stages, then roll
+    back the completed ones (or fail at once when there is nothing to undo).  Compensating:
+    run the handlers one at a time in reverse order of completion, then end ``rolled_back``,
+    or ``failed`` when a handler failed (at once under ``halt_on_error``).
     """
-    if state.terminal or state.dag is None:
-        return []
-    events: list[Event] = []
-    seq = state.version
+    if state.dag is None:
+        return Decision()
     eid = state.execution_id
-
-    def nxt() -> int:
-        nonlocal seq
-        seq += 1
-        return seq
+    seq = state.version + 1
+    if state.status == "compensating":
+        return Decision(_rollback_step(state, now))
+    if state.terminal:
+        return Decision()
 
     failed = state.stages_in("failed")
     if failed:
-        first = failed[0]
-        for sid in state.stages_in("running"):
-            events.append(
-                StageCancelled(
-                    execution_id=eid, seq=nxt(), at=now, stage_id=sid,
-                    reason=f"stage {first} failed",
-                )
-            )
-        error = state.stages[first].error or {}
-        message = f"stage {first} failed: {error.get('type', 'Error')}: {error.get('message', '')}"
-        events.append(
-            WorkflowFailed(
-                execution_id=eid, seq=nxt(), at=now, error_message=message,
-                failed_stage=first, duration_ms=_ms_between(state.started_at, now),
-            )
-        )
-        return events
+        running = state.stages_in("running")
+        if running:
+            return Decision(cancel=running)
+        message = _failure_message(state, failed[0])
+        order = rollback_order(state)
+        if order:
+            return Decision([RollbackStarted(execution_id=eid, seq=seq, at=now,
+                                             reason="workflow_failed", order=order,
+                                             error_message=message)])
+        return Decision([WorkflowFailed(execution_id=eid, seq=seq, at=now, error_message=message,
+                                        failed_stage=failed[0],
+                                        duration_ms=_ms_between(state.started_at, now))])
 
     plan = readiness(state)
+    events: list[Event] = []
     for sid, reason in plan.skipped:
-        events.append(
-            StageSkipped(execution_id=eid, seq=nxt(), at=now, stage_id=sid, reason=reason)
-        )
+        events.append(StageSkipped(execution_id=eid, seq=seq + len(events), at=now, stage_id=sid,
+                                   reason=reason))
     for sid in plan.ready:
-        events.append(StageStarted(execution_id=eid, seq=nxt(), at=now, stage_id=sid))
-
+        events.append(StageStarted(execution_id=eid, seq=seq + len(events), at=now, stage_id=sid))
     skipped_now = {sid for sid, _ in plan.skipped}
     unsettled = [
-        sid
-        for sid in state.dag.reachable()
+        sid for sid in state.dag.reachable()
         if state.stages[sid].status not in ("completed", "skipped") and sid not in skipped_now
     ]
     if not unsettled:
-        events.append(
-            WorkflowCompleted(
-                execution_id=eid, seq=nxt(), at=now,
-                duration_ms=_ms_between(state.started_at, now),
-            )
+        events.append(WorkflowCompleted(execution_id=eid, seq=seq + len(events), at=now,
+                                        duration_ms=_ms_between(state.started_at, now)))
+    return Decision(events)
+
+
+def _rollback_step(state: ExecutionState, now: datetime) -> list[Event]:
+    dag = state.require_dag()
+    eid = state.execution_id
+    seq = state.version + 1
+    if state.rollback_requested_by is not None:
+        return [RollbackStarted(execution_id=eid, seq=seq, at=now, reason="rollback_requested",
+                                order=rollback_order(state))]
+    failures: list[str] = []
+    for sid in state.rollback_order:
+        undo = state.stages[sid]
+        if undo.compensation == "completed":
+            continue
+        if undo.compensation == "running":
+            return []
+        if undo.compensation == "failed":
+            failures.append(sid)
+            if dag.compensation_policy == "halt_on_error":
+                break
+            continue
+        handler = dag.stage(sid).compensation_handler
+        assert handler is not None
+        return [CompensationStarted(execution_id=eid, seq=seq, at=now, stage_id=sid,
+                                    handler=handler)]
+    duration = _ms_between(state.rollback_started_at, now)
+    if failures:
+        details = "; ".join(
+            f"compensation of stage {sid} failed: "
+            f"{(state.stages[sid].comp_error or {}).get('type', 'Error')}: "
+            f"{(state.stages[sid].comp_error or {}).get('message', '')}"
+            for sid in failures
         )
-    return events
+        if dag.compensation_policy == "halt_on_error":
+            details += " (rollback halted: halt_on_error)"
+        message = f"{state.error_message}; {details}" if state.error_message else details
+        return [WorkflowFailed(execution_id=eid, seq=seq, at=now, error_message=message,
+                               failed_stage=failures[0], duration_ms=duration)]
+    return [WorkflowRolledBack(execution_id=eid, seq=seq, at=now,
+                               compensated=list(state.rollback_order), duration_ms=duration)]
+
+
+def _retry_delay(
+    state: ExecutionState, stage_id: str, attempt: int, error: dict[str, Any],
+    rng: random.Random | None,
+) -> int | None:
+    config = state.require_dag().stage(stage_id).retry
+    if bool(error.get("retryable")) and attempt < config.max_attempts:
+        return backoff_delay_ms(config, attempt, rng)
+    return None
 
 
 def attempt_events(
@@ -191,6 +265,7 @@ def attempt_events(
     duration_ms: int,
     output: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
+    breaker: dict[str, Any] | None = None,
     rng: random.Random | None = None,
 ) -> list[Event]:
     """The events that record one attempt's end: succeeded, retry scheduled, or given up.
@@ -198,28 +273,71 @@ def attempt_events(
     A failed attempt is retried when its error is retryable and the stage's retry config has
     attempts left; the jittered delay (drawn from ``rng``) and the time of the next attempt are
     recorded, so a restarted actor waits out the same delay instead of drawing a new one.
+    Once another stage has failed, a failed attempt is not retried: the stage is cancelled.
     """
-    dag = state.require_dag()
     eid = state.execution_id
     seq = state.version
+    common: dict[str, Any] = {"execution_id": eid, "at": now, "stage_id": stage_id}
     if error is None:
         return [
-            StageAttempt(execution_id=eid, seq=seq + 1, at=now, stage_id=stage_id,
-                         attempt=attempt, outcome="succeeded", duration_ms=duration_ms),
-            StageCompleted(execution_id=eid, seq=seq + 2, at=now, stage_id=stage_id,
-                           attempt=attempt, output=output or {}, duration_ms=duration_ms),
+            StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="succeeded",
+                         duration_ms=duration_ms, breaker=breaker),
+            StageCompleted(**common, seq=seq + 2, attempt=attempt, output=output or {},
+                           duration_ms=duration_ms),
         ]
-    config = dag.stage(stage_id).retry
-    if bool(error.get("retryable")) and attempt < config.max_attempts:
-        delay = backoff_delay_ms(config, attempt, rng)
+    failing = [sid for sid in state.stages_in("failed") if sid != stage_id]
+    if failing:
         return [
-            StageAttempt(execution_id=eid, seq=seq + 1, at=now, stage_id=stage_id,
-                         attempt=attempt, outcome="failed", duration_ms=duration_ms, error=error,
+            StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
+                         duration_ms=duration_ms, error=error, breaker=breaker),
+            StageCancelled(**common, seq=seq + 2, reason=f"stage {failing[0]} failed"),
+        ]
+    delay = _retry_delay(state, stage_id, attempt, error, rng)
+    if delay is not None:
+        return [
+            StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
+                         duration_ms=duration_ms, error=error, breaker=breaker,
                          retry_delay_ms=delay, retry_at=now + timedelta(milliseconds=delay)),
         ]
     return [
-        StageAttempt(execution_id=eid, seq=seq + 1, at=now, stage_id=stage_id, attempt=attempt,
-                     outcome="failed", duration_ms=duration_ms, error=error),
-        StageFailed(execution_id=eid, seq=seq + 2, at=now, stage_id=stage_id, attempts=attempt,
-                    error=error),
+        StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
+                     duration_ms=duration_ms, error=error, breaker=breaker),
+        StageFailed(**common, seq=seq + 2, attempts=attempt, error=error),
+    ]
+
+
+def compensation_events(
+    state: ExecutionState,
+    stage_id: str,
+    *,
+    attempt: int,
+    now: datetime,
+    duration_ms: int,
+    output: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    rng: random.Random | None = None,
+) -> list[Event]:
+    """Like :func:`attempt_events`, for one attempt of a stage's compensation handler (which
+    runs under the stage's retry config)."""
+    eid = state.execution_id
+    seq = state.version
+    common: dict[str, Any] = {"execution_id": eid, "at": now, "stage_id": stage_id}
+    if error is None:
+        return [
+            CompensationAttempt(**common, seq=seq + 1, attempt=attempt, outcome="succeeded",
+                                duration_ms=duration_ms),
+            CompensationCompleted(**common, seq=seq + 2, attempt=attempt, output=output or {},
+                                  duration_ms=duration_ms),
+        ]
+    delay = _retry_delay(state, stage_id, attempt, error, rng)
+    if delay is not None:
+        return [
+            CompensationAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
+                                duration_ms=duration_ms, error=error, retry_delay_ms=delay,
+                                retry_at=now + timedelta(milliseconds=delay)),
+        ]
+    return [
+        CompensationAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
+                            duration_ms=duration_ms, error=error),
+        CompensationFailed(**common, seq=seq + 2, attempts=attempt, error=error),
     ]

@@ -57,6 +57,51 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX workflow_executions_status ON workflow_executions (status);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE workflow_artifacts (
+          id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+          execution_id UUID NOT NULL,
+          stage_id TEXT NOT NULL,
+          kind TEXT NOT NULL,
+          name TEXT NOT NULL,
+          payload JSONB NOT NULL,
+          status TEXT NOT NULL DEFAULT 'active',
+          idempotency_key TEXT NOT NULL,
+          created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+          updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+          UNIQUE (execution_id, stage_id, kind, name)
+        );
+        CREATE INDEX workflow_artifacts_execution ON workflow_artifacts (execution_id, status);
+
+        CREATE TABLE circuit_breakers (
+          key TEXT PRIMARY KEY,
+          workflow_id TEXT NOT NULL,
+          stage_id TEXT NOT NULL,
+          state TEXT NOT NULL,
+          failure_count INTEGER NOT NULL DEFAULT 0,
+          opened_at TIMESTAMPTZ,
+          next_attempt_at TIMESTAMPTZ,
+          failure_threshold INTEGER NOT NULL,
+          cooldown_seconds DOUBLE PRECISION NOT NULL,
+          updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+
+        CREATE TABLE circuit_breaker_transitions (
+          id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          key TEXT NOT NULL,
+          workflow_id TEXT NOT NULL,
+          stage_id TEXT NOT NULL,
+          from_state TEXT NOT NULL,
+          to_state TEXT NOT NULL,
+          failure_count INTEGER NOT NULL,
+          at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX circuit_breaker_transitions_workflow ON circuit_breaker_transitions
+          (workflow_id, to_state);
+        """,
+    ),
 ]
 
 

@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "TERMINAL_EVENT_TYPES",
+    "CompensationAttempt",
+    "CompensationCompleted",
+    "CompensationFailed",
+    "CompensationStarted",
     "Event",
+    "RollbackRequested",
+    "RollbackStarted",
     "StageAttempt",
     "StageCancelled",
     "StageCompleted",
@@ -25,6 +31,7 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowInitiated",
+    "WorkflowRolledBack",
     "event_from_row",
     "event_to_row",
 ]
@@ -60,7 +67,10 @@ class StageStarted(_EventBase):
 
 
 class StageAttempt(_EventBase):
-    """One attempt ended: its outcome, its error, and (when retried) the delay chosen."""
+    """One attempt ended: its outcome, its error, and (when retried) the delay chosen.
+
+    ``breaker`` is the stage's circuit breaker as this attempt met it (state, failure count,
+    and ``transition`` when this attempt's result moved it)."""
 
     type: Literal["stage_attempt"] = "stage_attempt"
     stage_id: str
@@ -70,6 +80,7 @@ class StageAttempt(_EventBase):
     error: dict[str, Any] | None = None
     retry_delay_ms: int | None = None
     retry_at: datetime | None = None
+    breaker: dict[str, Any] | None = None
 
 
 class StageCompleted(_EventBase):
@@ -103,6 +114,64 @@ class StageCancelled(_EventBase):
     reason: str
 
 
+class RollbackRequested(_EventBase):
+    """Someone asked to undo a completed or failed execution."""
+
+    type: Literal["rollback_requested"] = "rollback_requested"
+    user_id: str
+
+
+class RollbackStarted(_EventBase):
+    """Compensation begins: the stages to undo, in order (reverse order of completion)."""
+
+    type: Literal["rollback_started"] = "rollback_started"
+    reason: Literal["workflow_failed", "rollback_requested"]
+    order: list[str]
+    error_message: str | None = None
+
+
+class CompensationStarted(_EventBase):
+    type: Literal["compensation_started"] = "compensation_started"
+    stage_id: str
+    handler: str
+
+
+class CompensationAttempt(_EventBase):
+    """One attempt of a compensation handler ended (same shape as ``stage_attempt``)."""
+
+    type: Literal["compensation_attempt"] = "compensation_attempt"
+    stage_id: str
+    attempt: int = Field(ge=1)
+    outcome: Literal["succeeded", "failed"]
+    duration_ms: int = Field(ge=0)
+    error: dict[str, Any] | None = None
+    retry_delay_ms: int | None = None
+    retry_at: datetime | None = None
+
+
+class CompensationCompleted(_EventBase):
+    type: Literal["compensation_completed"] = "compensation_completed"
+    stage_id: str
+    attempt: int = Field(ge=1)
+    output: dict[str, Any]
+    duration_ms: int = Field(ge=0)
+
+
+class CompensationFailed(_EventBase):
+    """A handler gave up; what was done by the stage may still be in place."""
+
+    type: Literal["compensation_failed"] = "compensation_failed"
+    stage_id: str
+    attempts: int = Field(ge=1)
+    error: dict[str, Any]
+
+
+class WorkflowRolledBack(_EventBase):
+    type: Literal["workflow_rolled_back"] = "workflow_rolled_back"
+    compensated: list[str]
+    duration_ms: int = Field(ge=0)
+
+
 class WorkflowCompleted(_EventBase):
     type: Literal["workflow_completed"] = "workflow_completed"
     duration_ms: int = Field(ge=0)
@@ -123,12 +192,19 @@ Event = Annotated[
     | StageFailed
     | StageSkipped
     | StageCancelled
+    | RollbackRequested
+    | RollbackStarted
+    | CompensationStarted
+    | CompensationAttempt
+    | CompensationCompleted
+    | CompensationFailed
+    | WorkflowRolledBack
     | WorkflowCompleted
     | WorkflowFailed,
     Field(discriminator="type"),
 ]
 
-TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed"})
+TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed", "workflow_rolled_back"})
 
 _ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -9,7 +9,13 @@ from typing import Any, Literal
 
 from definitions import WorkflowDAG
 from events.models import (
+    CompensationAttempt,
+    CompensationCompleted,
+    CompensationFailed,
+    CompensationStarted,
     Event,
+    RollbackRequested,
+    RollbackStarted,
     StageAttempt,
     StageCancelled,
     StageCompleted,
@@ -19,6 +25,7 @@ from events.models import (
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowInitiated,
+    WorkflowRolledBack,
 )
 
 __all__ = [
@@ -30,9 +37,12 @@ __all__ = [
     "fold",
 ]
 
-ExecutionStatus = Literal["initiated", "in_progress", "completed", "failed"]
+ExecutionStatus = Literal[
+    "initiated", "in_progress", "compensating", "completed", "failed", "rolled_back"
+]
 StageStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed"})
+CompensationStatus = Literal["running", "completed", "failed"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "rolled_back"})
 SETTLED_STAGE: frozenset[str] = frozenset({"completed", "skipped", "failed", "cancelled"})
 
 
@@ -48,6 +58,12 @@ class StageState:
     ended_at: datetime | None = None
     duration_ms: int | None = None
     completed_attempt: int | None = None
+    breaker: dict[str, Any] | None = None
+    compensation: CompensationStatus | None = None
+    comp_attempts: int = 0
+    comp_retry_at: datetime | None = None
+    comp_error: dict[str, Any] | None = None
+    comp_output: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -66,6 +82,11 @@ class ExecutionState:
     error_message: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    rollback_requested_by: str | None = None
+    """Set by a rollback request until the rollback it asked for starts."""
+    rollback_reason: str | None = None
+    rollback_order: list[str] = field(default_factory=list)
+    rollback_started_at: datetime | None = None
     version: int = 0
     """The seq of the last event applied."""
 
@@ -82,6 +103,10 @@ class ExecutionState:
 
     def stages_in(self, *statuses: StageStatus) -> list[str]:
         return [sid for sid, st in self.stages.items() if st.status in statuses]
+
+    @property
+    def compensated_stages(self) -> list[str]:
+        return [s for s in self.rollback_order if self.stages[s].compensation == "completed"]
 
     def require_dag(self) -> WorkflowDAG:
         if self.dag is None:
@@ -121,6 +146,8 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
     elif isinstance(event, StageAttempt):
         assert stage is not None
         stage.attempts = max(stage.attempts, event.attempt)
+        if event.breaker is not None:
+            stage.breaker = event.breaker
         if event.outcome == "failed":
             stage.error = event.error
             stage.retry_at = event.retry_at
@@ -149,6 +176,48 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         stage.status = "cancelled"
         stage.retry_at = None
         stage.ended_at = event.at
+    elif isinstance(event, RollbackRequested):
+        state.status = "compensating"
+        state.rollback_requested_by = event.user_id
+        state.completed_at = None
+    elif isinstance(event, RollbackStarted):
+        state.status = "compensating"
+        state.rollback_requested_by = None
+        state.rollback_reason = event.reason
+        state.rollback_order = list(event.order)
+        state.rollback_started_at = event.at
+        if event.error_message is not None:
+            state.error_message = event.error_message
+        for sid in event.order:
+            undo = state.stages[sid]
+            if undo.compensation != "completed":  # a new round retries failed handlers
+                undo.compensation = None
+                undo.comp_attempts = 0
+                undo.comp_retry_at = None
+                undo.comp_error = None
+    elif isinstance(event, CompensationStarted):
+        assert stage is not None
+        stage.compensation = "running"
+    elif isinstance(event, CompensationAttempt):
+        assert stage is not None
+        stage.comp_attempts = max(stage.comp_attempts, event.attempt)
+        if event.outcome == "failed":
+            stage.comp_error = event.error
+            stage.comp_retry_at = event.retry_at
+    elif isinstance(event, CompensationCompleted):
+        assert stage is not None
+        stage.compensation = "completed"
+        stage.comp_output = event.output
+        stage.comp_retry_at = None
+        stage.comp_error = None
+    elif isinstance(event, CompensationFailed):
+        assert stage is not None
+        stage.compensation = "failed"
+        stage.comp_error = event.error
+        stage.comp_retry_at = None
+    elif isinstance(event, WorkflowRolledBack):
+        state.status = "rolled_back"
+        state.completed_at = event.at
     elif isinstance(event, WorkflowCompleted):
         state.status = "completed"
         state.completed_at = event.at

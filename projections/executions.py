@@ -14,19 +14,25 @@ from pydantic import BaseModel, ConfigDict
 
 from definitions import ExecutionNotFoundError
 from events import (
+    CompensationCompleted,
+    CompensationFailed,
     Event,
+    RollbackRequested,
+    RollbackStarted,
+    StageAttempt,
     StageCompleted,
     StageStarted,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowInitiated,
+    WorkflowRolledBack,
     parse_execution_id,
 )
 from events.database import DBConnection, DBReader
 
 __all__ = ["TERMINAL_STATUSES", "WorkflowStatus", "fetch_status", "project_executions"]
 
-TERMINAL_STATUSES = frozenset({"completed", "failed"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "rolled_back"})
 
 _INSERT = """
 INSERT INTO workflow_executions
@@ -44,9 +50,13 @@ UPDATE workflow_executions SET
                                 COALESCE(context->'executed_steps', '[]'::jsonb) || $4::jsonb)
             END,
   error_message = COALESCE($5, error_message),
-  completed_at = COALESCE($6, completed_at),
+  completed_at = CASE WHEN $9 THEN NULL ELSE COALESCE($6, completed_at) END,
   last_seq = $7,
-  updated_at = $8
+  updated_at = $8,
+  circuit_breaker_state = CASE WHEN $10::jsonb = '{}'::jsonb THEN circuit_breaker_state
+                               ELSE COALESCE(circuit_breaker_state, '{}'::jsonb) || $10::jsonb END,
+  audit_context = CASE WHEN $11::jsonb = '{}'::jsonb THEN audit_context
+                       ELSE COALESCE(audit_context, '{}'::jsonb) || $11::jsonb END
 WHERE id = $1::uuid
 """
 
@@ -58,11 +68,11 @@ async def project_executions(conn: DBConnection, events: Sequence[Event]) -> Non
     if isinstance(first, WorkflowInitiated):
         context = dict(first.context)
         context["executed_steps"] = []
-        audit = {"user_id": first.user_id, "retry_of": first.retry_of,
-                 "idempotency_key": first.idempotency_key}
+        initial_audit = {"user_id": first.user_id, "retry_of": first.retry_of,
+                         "idempotency_key": first.idempotency_key}
         await conn.execute(
             _INSERT, first.execution_id, first.workflow_id, first.workflow_version, first.at,
-            context, audit, first.user_id, first.seq,
+            context, initial_audit, first.user_id, first.seq,
         )
         rest = rest[1:]
         if not rest:
@@ -72,10 +82,31 @@ async def project_executions(conn: DBConnection, events: Sequence[Event]) -> Non
     steps: list[dict[str, Any]] = []
     error: str | None = None
     ended: datetime | None = None
+    reopened = False
+    breakers: dict[str, Any] = {}
+    audit: dict[str, Any] = {}
+    compensations: dict[str, str] = {}
     for event in rest:
         if isinstance(event, StageStarted):
-            status = status or "in_progress"
+            status = "in_progress" if status in (None, "initiated") else status
             current = event.stage_id
+        elif isinstance(event, StageAttempt):
+            if event.breaker is not None:
+                breakers[event.stage_id] = event.breaker
+        elif isinstance(event, RollbackRequested):
+            status, ended, reopened = "compensating", None, True
+            audit["rollback_requested_by"] = event.user_id
+        elif isinstance(event, RollbackStarted):
+            status = "compensating"
+            audit["rollback"] = {"reason": event.reason, "order": event.order}
+            if event.error_message is not None:
+                error = event.error_message
+        elif isinstance(event, CompensationCompleted | CompensationFailed):
+            compensations[event.stage_id] = (
+                "completed" if isinstance(event, CompensationCompleted) else "failed"
+            )
+        elif isinstance(event, WorkflowRolledBack):
+            status, ended, reopened = "rolled_back", event.at, False
         elif isinstance(event, StageCompleted):
             steps.append({
                 "stage_id": event.stage_id, "attempt": event.attempt,
@@ -87,8 +118,14 @@ async def project_executions(conn: DBConnection, events: Sequence[Event]) -> Non
         elif isinstance(event, WorkflowFailed):
             status, ended, error = "failed", event.at, event.error_message
     last = rest[-1]
+    if compensations:
+        merged = await conn.fetchval(
+            "SELECT COALESCE(audit_context->'compensations', '{}'::jsonb) FROM "
+            "workflow_executions WHERE id = $1::uuid", last.execution_id)
+        audit["compensations"] = {**(merged or {}), **compensations}
     await conn.execute(
-        _UPDATE, last.execution_id, status, current, steps, error, ended, last.seq, last.at
+        _UPDATE, last.execution_id, status, current, steps, error, ended, last.seq, last.at,
+        reopened and ended is None, breakers, audit,
     )
 
 
@@ -108,6 +145,8 @@ class WorkflowStatus(BaseModel):
     completed_at: datetime | None
     created_by: str
     last_seq: int
+    circuit_breaker_state: dict[str, Any] | None = None
+    audit_context: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -136,4 +175,6 @@ async def fetch_status(conn: DBReader, execution_id: str) -> WorkflowStatus:
         completed_at=row["completed_at"],
         created_by=row["created_by"],
         last_seq=row["last_seq"],
+        circuit_breaker_state=row["circuit_breaker_state"],
+        audit_context=row["audit_context"],
     )

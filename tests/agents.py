@@ -99,3 +99,41 @@ def returns_unserialisable(ctx: StageContext) -> Any:
 
 def returns_nan(ctx: StageContext) -> Any:
     return {"score": float("nan")}
+
+
+# --- compensation handlers and switchable agents (saga and breaker tests) -----------------
+
+def undo_recorder(ctx: StageContext) -> dict[str, Any]:
+    """Appends the stage to ``undo-order``; its effect happens once per idempotency key."""
+    _touch(_dir(ctx) / "undo-calls", ctx.stage_id)
+    time.sleep(float(ctx.context.get("undo_seconds", 0)))
+    assert ctx.output is not None, "a handler is handed the output of the stage it undoes"
+    effect = _dir(ctx) / f"undo-{ctx.idempotency_key.replace(':', '_')}"
+    try:
+        fd = os.open(effect, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+        _touch(_dir(ctx) / "undo-order", ctx.stage_id)
+    except FileExistsError:
+        pass
+    return {"undone": ctx.stage_id, "of": ctx.output}
+
+
+def undo_fails(ctx: StageContext) -> dict[str, Any]:
+    _touch(_dir(ctx) / "undo-calls", ctx.stage_id)
+    raise PermissionError(f"cannot undo {ctx.stage_id}: ledger is locked")
+
+
+def toggle(ctx: StageContext) -> dict[str, Any]:
+    """Fails (permanently) until the file ``fixed`` exists in the test's directory."""
+    if not (_dir(ctx) / "fixed").exists():
+        raise PermissionError("the ledger is read-only (create 'fixed' to mend it)")
+    return {"fixed": True}
+
+
+def breaker_agent(ctx: StageContext) -> dict[str, Any]:
+    """Records each call; HTTP 503 unless ``healthy`` exists, then sleeps ``seconds``."""
+    _touch(_dir(ctx) / "breaker-calls", ctx.execution_id)
+    if not (_dir(ctx) / "healthy").exists():
+        raise HttpError(503)
+    time.sleep(float(ctx.context.get("seconds", 0)))
+    return {"healthy": True}

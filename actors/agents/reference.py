@@ -15,8 +15,10 @@ import json
 import os
 from typing import Any
 
+from actors.agents.artifacts import persist
 from actors.agents.context import StageContext
 from definitions import ValidationError
+from events.artifacts import Artifact
 
 __all__ = ["REFERENCE_AGENTS"]
 
@@ -65,6 +67,7 @@ def opportunity_agent(ctx: StageContext) -> dict[str, Any]:
     ranked = sorted(scored, key=lambda o: (-o["score"], str(o.get("name"))))
     for rank, item in enumerate(ranked, start=1):
         item["rank"] = rank
+    persist(ctx, [Artifact("opportunity", str(o.get("name", o["rank"])), o) for o in ranked])
     return {
         "opportunities": ranked,
         "top_opportunity": ranked[0].get("name"),
@@ -85,6 +88,12 @@ def target_agent(ctx: StageContext) -> dict[str, Any]:
     committed = round(
         sum(abs(targets[k] - float(baselines[k])) for k in targets if k not in ("nps",)), 2
     )
+    persist(ctx, [
+        *[Artifact("kpi_target", kpi, {"baseline": baselines[kpi], "target": t})
+          for kpi, t in targets.items()],
+        Artifact("value_commit", "commitment", {"committed_value": committed}),
+        Artifact("target", "target", {"kpi_targets": targets, "state": "committed"}),
+    ])
     return {
         "kpi_targets": targets,
         "baselines": baselines,
@@ -111,6 +120,8 @@ def realization_agent(ctx: StageContext) -> dict[str, Any]:
             variance[kpi] = round(-pct if kpi in _LOWER_IS_BETTER else pct, 2)
     worst = max((abs(v) for v in variance.values()), default=0.0)
     off = sorted(k for k, v in variance.items() if v < -10)
+    persist(ctx, [Artifact("realization_report", ctx.stage_id,
+                           {"variance_pct": variance, "max_abs_variance_pct": worst})])
     return {
         "kpi_targets": targets,
         "actuals": actuals,
@@ -131,6 +142,7 @@ def expansion_agent(ctx: StageContext) -> dict[str, Any]:
         roi = round((gain - investment) / investment * 100, 1)
         scenarios[name] = {"gain": gain, "roi_pct": roi}
     best = max(scenarios, key=lambda n: scenarios[n]["roi_pct"])
+    persist(ctx, [Artifact("expansion_scenario", name, s) for name, s in scenarios.items()])
     return {
         "scenarios": scenarios,
         "recommended_scenario": "base" if scenarios["base"]["roi_pct"] > 0 else "conservative",
@@ -153,6 +165,8 @@ def integrity_agent(ctx: StageContext) -> dict[str, Any]:
     key = os.environ.get("WFDAG_ATTESTATION_KEY", "wfdag-reference-attestation").encode()
     message = _canonical({"execution_id": ctx.execution_id, "inputs": digests})
     signature = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+    persist(ctx, [Artifact("integrity_certificate", ctx.stage_id,
+                           {"signature": signature, "inputs": digests})])
     return {
         "data_quality": {"checked_fields": list(required), "missing": []},
         "policies_passed": ["data-retention", "access-control", "audit-logging"],

@@ -49,7 +49,7 @@ def complete(state: ExecutionState, stage_id: str, output: dict[str, Any] | None
 
 
 def step(state: ExecutionState) -> list[Event]:
-    events = decide(state, T0)
+    events = decide(state, T0).events
     run(state, events)
     return events
 
@@ -198,9 +198,17 @@ def test_a_failure_cancels_running_siblings() -> None:
     step(state)
     run(state, attempt_events(state, "integrity_setup", attempt=3, now=T0, duration_ms=1,
                               error={"type": "X", "message": "m", "retryable": True}))
-    events = step(state)
-    assert [(e.type, e.stage_id) for e in events] == [
-        ("stage_cancelled", "target_definition"), ("workflow_failed", None)]
+    decision = decide(state, T0)
+    assert decision.events == []
+    assert decision.cancel == ["target_definition"]
+    # The cancelled sibling's attempt ends in error: it is cancelled, not retried.
+    run(state, attempt_events(state, "target_definition", attempt=1, now=T0, duration_ms=1,
+                              error={"type": "TaskCancelledError", "message": "",
+                                     "retryable": True}))
+    assert state.stages["target_definition"].status == "cancelled"
+    rollback = step(state)
+    assert [(e.type, e.stage_id) for e in rollback] == [("rollback_started", None)]
+    assert rollback[0].order == ["opportunity_discovery"]  # type: ignore[union-attr]
 
 
 def test_upstream_outputs_are_all_completed_ancestors() -> None:
