@@ -45,7 +45,6 @@ from definitions import (
     validate_workflow_dag,
 )
 from events import (
-    NOTIFY_CHANNEL,
     TERMINAL_EVENT_TYPES,
     Event,
     EventStore,
@@ -340,36 +339,26 @@ async def watch_execution(
     eid = parse_execution_id(execution_id)
     store = await _ready_store()
     deadline = None if timeout is None else time.monotonic() + timeout
-    wake = asyncio.Event()
-
-    def on_notify(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        if str(payload).startswith(eid):
-            wake.set()
-
     last = after_seq
-    async with store.pool.acquire() as conn:
-        await conn.add_listener(NOTIFY_CHANNEL, on_notify)
-        try:
-            while True:
-                wake.clear()
-                events = await store.read(eid, after_seq=last)
-                if last == 0 and not events:
-                    await fetch_status(store.pool, eid)  # raises not-found
-                for event in events:
-                    last = event.seq
-                    yield event
-                    if event.type in TERMINAL_EVENT_TYPES:
-                        return
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    status = await fetch_status(store.pool, eid)
-                    raise WaitTimeoutError(eid, timeout or 0, status.status)
-                # A safety re-check every 10 s in case a notification was lost with a connection.
-                wait_for = 10.0 if remaining is None else min(remaining, 10.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), wait_for)
-        finally:
-            await conn.remove_listener(NOTIFY_CHANNEL, on_notify)
+    async with store.subscribe(eid) as woken:
+        while True:
+            woken.clear()
+            events = await store.read(eid, after_seq=last)
+            if last == 0 and not events:
+                await fetch_status(store.pool, eid)  # raises not-found
+            for event in events:
+                last = event.seq
+                yield event
+                if event.type in TERMINAL_EVENT_TYPES:
+                    return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                status = await fetch_status(store.pool, eid)
+                raise WaitTimeoutError(eid, timeout or 0, status.status)
+            # A safety re-check every 10 s, should a notification ever be lost.
+            wait_for = 10.0 if remaining is None else min(remaining, 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), wait_for)
 
 
 async def wait_for_workflow(execution_id: str, timeout: float | None = None) -> WorkflowStatus:

@@ -10,11 +10,14 @@ what it gets wrong for us (``ray-notes.md``):
 
 The registry is one named actor, ``wfdag-breakers`` in namespace ``wfdag``; it persists every
 change to ``circuit_breakers`` and every transition to ``circuit_breaker_transitions``, and a
-restarted registry (or a new cluster on the same database) loads them back.
+restarted registry (or a new cluster on the same database) loads them back.  Each change is
+also announced on channel ``wfdag_breakers``: the registries of other Ray clusters on the same
+database (two local drivers, the CLI) reload the breaker, so they agree within milliseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +43,7 @@ __all__ = [
 ]
 
 REGISTRY_NAME = "wfdag-breakers"
+CHANNEL = "wfdag_breakers"
 
 _STATE_NAMES = {
     CircuitBreakerState.CLOSED: "closed",
@@ -200,23 +204,47 @@ class BreakerRegistry:
         self._database_url = database_url
         self._breakers: dict[str, Breaker] = {}
         self._store: EventStore | None = None
+        self._listener: Any = None
+        self._instance = uuid.uuid4().hex
         self._log = get_logger(component="breakers")
 
     async def _db(self) -> EventStore:
         if self._store is None:
             from actors.runtime import new_store
 
-            store = await new_store(self._database_url, max_size=2)
+            store = await new_store(self._database_url, max_size=3)
+            self._listener = await store.pool.acquire()
+            await self._listener.add_listener(CHANNEL, self._on_notify)
             async with store.pool.acquire() as conn:
                 rows = await conn.fetch("SELECT * FROM circuit_breakers")
             for row in rows:
-                breaker = Breaker(row["workflow_id"], row["stage_id"], row["failure_threshold"],
-                                  row["cooldown_seconds"])
-                breaker.restore(row["state"], row["failure_count"], row["opened_at"])
-                self._breakers[row["key"]] = breaker
+                self._load(row)
             self._store = store
             self._log.info("breakers.loaded", count=len(rows))
         return self._store
+
+    def _load(self, row: Any) -> None:
+        breaker = self._breakers.get(row["key"])
+        if breaker is None:
+            breaker = Breaker(row["workflow_id"], row["stage_id"], row["failure_threshold"],
+                              row["cooldown_seconds"])
+            self._breakers[row["key"]] = breaker
+        breaker.configure(row["failure_threshold"], row["cooldown_seconds"])
+        breaker.restore(row["state"], row["failure_count"], row["opened_at"])
+        if breaker.state != "half_open":
+            breaker.trial = breaker.trial_expires = None
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        key, _, origin = str(payload).rpartition(" ")
+        if origin != self._instance and self._store is not None:
+            asyncio.get_running_loop().create_task(self._reload(key))
+
+    async def _reload(self, key: str) -> None:
+        assert self._store is not None
+        row = await self._store.pool.fetchrow("SELECT * FROM circuit_breakers WHERE key = $1", key)
+        if row is not None:
+            self._load(row)
+            self._log.info("breaker.reloaded", key=key, state=row["state"])
 
     async def _get(self, workflow_id: str, stage_id: str, threshold: int | None = None,
                    cooldown: float | None = None) -> Breaker:
@@ -248,6 +276,7 @@ class BreakerRegistry:
                 breaker.opened_at, breaker.next_attempt_at, breaker.failure_threshold,
                 breaker.cooldown_seconds,
             )
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{key} {self._instance}")
             if after[0] != before[0]:
                 await conn.execute(
                     "INSERT INTO circuit_breaker_transitions (key, workflow_id, stage_id, "

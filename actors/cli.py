@@ -138,6 +138,57 @@ async def _cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_rollback(args: argparse.Namespace) -> int:
+    from actors.api import rollback_workflow, wait_for_workflow
+
+    status = await rollback_workflow(args.execution_id, args.user)
+    print(f"{status.execution_id}: {status.status}", file=sys.stderr)
+    if args.wait:
+        status = await wait_for_workflow(status.execution_id, timeout=args.timeout)
+    print(status.status + (f": {status.error_message}" if status.error_message else ""))
+    return 0 if status.status in ("rolled_back", "compensating") else 1
+
+
+async def _cmd_retry(args: argparse.Namespace) -> int:
+    from actors.api import retry_failed_workflow, wait_for_workflow
+
+    new_id = await retry_failed_workflow(args.execution_id, args.user)
+    print(new_id)
+    if args.wait:
+        status = await wait_for_workflow(new_id, timeout=args.timeout)
+        print(status.status + (f": {status.error_message}" if status.error_message else ""))
+        return 0 if status.status == "completed" else 1
+    return 0
+
+
+def _fmt_opt(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else "-"
+
+
+async def _cmd_breakers(args: argparse.Namespace) -> int:
+    from actors.api import list_circuit_breakers, reset_workflow_circuit_breaker
+
+    if args.action == "reset":
+        if not args.workflow or not args.stage:
+            raise SystemExit("error: usage: wfdag breakers reset WORKFLOW STAGE")
+        status = await reset_workflow_circuit_breaker(args.workflow, args.stage)
+        print(f"{status.workflow_id}:{status.stage_id} reset: {status.state}, "
+              f"{status.failure_count} failures")
+        return 0
+    if args.action is not None:
+        raise SystemExit(f"error: unknown breakers action {args.action!r}; use 'reset'")
+    breakers = await list_circuit_breakers()
+    if not breakers:
+        print("no circuit breaker has recorded a failure yet")
+        return 0
+    print(f"{'WORKFLOW:STAGE':<52} {'STATE':<9} {'FAILS':>5}  {'OPENED':<25} HALF-OPENS")
+    for b in breakers:
+        key = f"{b.workflow_id}:{b.stage_id}"
+        print(f"{key:<52} {b.state:<9} {b.failure_count:>3}/{b.failure_threshold:<1}  "
+              f"{_fmt_opt(b.opened_at):<25} {_fmt_opt(b.next_attempt_at)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfdag", description="Durable, event-sourced workflow DAGs on Ray and PostgreSQL."
@@ -166,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("execution_id")
     p.add_argument("--json", action="store_true", help="one JSON object a line (export)")
     p.set_defaults(func=_cmd_events)
+
+    p = sub.add_parser("rollback", help="compensate a completed or failed execution")
+    p.add_argument("execution_id")
+    p.add_argument("--user", default="user-123")
+    p.add_argument("--wait", action="store_true", help="wait until the rollback ends")
+    p.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("retry", help="start a new execution of a failed or rolled-back one")
+    p.add_argument("execution_id")
+    p.add_argument("--user", default="user-123")
+    p.add_argument("--wait", action="store_true")
+    p.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=_cmd_retry)
+
+    p = sub.add_parser("breakers", help="circuit breakers: list them, or `reset WORKFLOW STAGE`")
+    p.add_argument("action", nargs="?", choices=["reset"])
+    p.add_argument("workflow", nargs="?")
+    p.add_argument("stage", nargs="?")
+    p.set_defaults(func=_cmd_breakers)
     return parser
 
 

@@ -145,7 +145,7 @@ class ExecutionActor:
             if store is not None:
                 if self._lease_conn is not None:
                     await store.pool.release(self._lease_conn)
-                await store.pool.close()
+                await store.close()
         self._log.info("execution.actor_exit")
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 

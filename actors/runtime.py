@@ -138,7 +138,7 @@ async def close_stores() -> None:
     """Close this loop's pools."""
     per_loop = _stores.pop(asyncio.get_running_loop(), {})
     for store in per_loop.values():
-        await store.pool.close()
+        await store.close()
 
 
 class _LoopThread:

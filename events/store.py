@@ -9,9 +9,11 @@ Every append notifies channel ``wfdag_events`` with ``<execution_id>:<last_seq>:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -80,12 +82,75 @@ async def lease_is_free(conn: DBConnection, execution_id: str) -> bool:
     return taken
 
 
+class _Notifier:
+    """One LISTEN connection per store, fanning notifications out to waiters by execution id.
+
+    (A connection per waiter would let many waiters starve the pool they also read from.)
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        for event in self._waiters.get(str(payload).split(":", 1)[0], ()):
+            event.set()
+
+    def _on_lost(self, _conn: Any) -> None:
+        self._conn = None
+        for events in self._waiters.values():
+            for event in events:
+                event.set()  # waiters re-read, and the next subscribe listens again
+
+    async def _ensure(self) -> None:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return
+            conn = await self._pool.acquire()
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            conn.add_termination_listener(self._on_lost)
+            self._conn = conn
+
+    @asynccontextmanager
+    async def subscribe(self, execution_id: str) -> AsyncIterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._waiters.setdefault(execution_id, set()).add(event)
+        try:
+            await self._ensure()
+            yield event
+        finally:
+            waiters = self._waiters.get(execution_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[execution_id]
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._pool.release(self._conn)
+        self._conn = None
+
+
 class EventStore:
     """Appends and reads execution streams, and stores workflow definitions."""
 
     def __init__(self, pool: asyncpg.Pool, *, projectors: Sequence[Projector] = ()) -> None:
         self.pool = pool
         self._projectors = tuple(projectors)
+        self._notifier = _Notifier(pool)
+
+    def subscribe(self, execution_id: str) -> Any:
+        """``async with store.subscribe(eid) as woken:`` — ``woken`` (an asyncio.Event) is set
+        whenever the execution's stream grows (or the listening connection was lost).
+        Clear it before reading, then wait on it."""
+        return self._notifier.subscribe(parse_execution_id(execution_id))
+
+    async def close(self) -> None:
+        await self._notifier.close()
+        await self.pool.close()
 
     async def append(self, events: Sequence[Event], *, expected_version: int) -> None:
         """Append one decision's events to one execution's stream, all or nothing."""

@@ -82,3 +82,49 @@ async def test_cli_run_wait_exits_non_zero_when_the_execution_fails() -> None:
     assert result.returncode == 1
     assert "failed: stage deny failed: PermissionError" in result.stdout
     assert "wfdag events" in result.stderr
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_cli_breakers_list_and_reset(tmp_dir: object) -> None:
+    from actors import get_workflow_circuit_breaker_status
+
+    dag = await register_chain("cli-breaker", [stage(
+        "call", "breaker_agent",
+        circuit_breaker={"failure_threshold": 1, "cooldown_seconds": 600})])
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir)}, "t")
+    await wait_for_workflow(eid, timeout=60)
+    listing = wfdag("breakers")
+    assert listing.returncode == 0, listing.stderr
+    line = next(x for x in listing.stdout.splitlines() if dag.id in x)
+    assert "open" in line and "1/1" in line
+    reset = wfdag("breakers", "reset", dag.id, "call")
+    assert reset.returncode == 0, reset.stderr
+    assert "reset: closed, 0 failures" in reset.stdout
+    assert (await get_workflow_circuit_breaker_status(dag.id, "call")).state == "closed"
+    # The CLI ran its own local Ray, so its own registry: this session's registry heard of the
+    # reset through the database and reloaded it.
+    import ray
+
+    from actors.breakers import REGISTRY_NAME
+    from actors.runtime import NAMESPACE
+    from tests.integration.helpers import eventually
+
+    registry = ray.get_actor(REGISTRY_NAME, namespace=NAMESPACE)
+
+    async def closed_here() -> bool:
+        view = await registry.status.remote(dag.id, "call")
+        return bool(view["state"] == "closed" and view["failure_count"] == 0)
+
+    await eventually(closed_here, timeout=10, what="this cluster's registry to see the reset")
+    missing = wfdag("breakers", "reset", dag.id, "nope")
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+@pytest.mark.usefixtures("ray_session")
+async def test_cli_rollback_and_retry_refuse_wrong_states_clearly() -> None:
+    eid = await execute_workflow_dag("opportunity-discovery-v1", {"projectId": "p"}, "cli-user")
+    await wait_for_workflow(eid, timeout=60)
+    retry = wfdag("retry", eid)
+    assert retry.returncode == 1
+    assert "is completed: a retry needs it to be failed or rolled_back" in retry.stderr
+    assert "Traceback" not in retry.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -269,9 +270,22 @@ async def test_resume_sweep_leaves_an_execution_whose_lease_is_held(
     eid = await execute_workflow_dag(dag.id, {"seconds": 3}, "tester")
     handle = execution_actor(eid)
     assert handle is not None
-    async with store.pool.acquire() as conn:
-        assert not await lease_is_free(conn, eid)
+
+    async def lease_held() -> bool:
+        async with store.pool.acquire() as conn:
+            return not await lease_is_free(conn, eid)
+
+    await eventually(lease_held, timeout=30, what="the actor to take its lease")
     assert eid not in (await initialize_workflow_system())["resumed"]
     assert (await wait_for_workflow(eid, timeout=60)).status == "completed"
     events = await events_of(eid)
     assert types_of(events).count("stage_started") == 1
+
+
+async def test_more_concurrent_waiters_than_pool_connections_all_return() -> None:
+    """Waiters share one LISTEN connection; one connection each would starve the pool (5)."""
+    dag = await register_chain("waiters", [stage("slow", "timed")])
+    ids = [await execute_workflow_dag(dag.id, {"seconds": 2}, "tester") for _ in range(12)]
+    statuses = await asyncio.wait_for(
+        asyncio.gather(*[wait_for_workflow(eid, timeout=60) for eid in ids]), timeout=90)
+    assert [s.status for s in statuses] == ["completed"] * 12

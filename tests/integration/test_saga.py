@@ -33,7 +33,9 @@ UNDO = "tests.agents:undo_recorder"
 SEED = {"userId": "user-123", "organizationId": "org-456", "projectId": "project-789"}
 
 
-def undo_stage(stage_id: str, agent: str = "noop", handler: str = UNDO, **kw: Any) -> dict[str, Any]:
+def undo_stage(
+    stage_id: str, agent: str = "noop", handler: str = UNDO, **kw: Any
+) -> dict[str, Any]:
     return stage(stage_id, agent, compensation_handler=handler, **kw)
 
 

@@ -12,12 +12,14 @@ from definitions import CANONICAL_WORKFLOWS, Condition, WorkflowDAG
 from events import (
     Event,
     ExecutionState,
+    RollbackRequested,
     StageAttempt,
     StageCompleted,
     StageStarted,
     WorkflowInitiated,
     apply,
     attempt_events,
+    compensation_events,
     decide,
     event_from_row,
     event_to_row,
@@ -238,3 +240,96 @@ def test_condition_operators_and_missing_paths() -> None:
 def test_readiness_of_a_fresh_execution_is_the_initial_stage() -> None:
     dag = CANONICAL_WORKFLOWS["complete-value-lifecycle-v1"]
     assert readiness(fold([initiated(dag)])).ready == ["opportunity_discovery"]
+
+
+# --- compensation ---------------------------------------------------------------------------
+
+def _saga(policy: str = "continue_on_error") -> WorkflowDAG:
+    return WorkflowDAG.model_validate({
+        "id": "saga-v1", "name": "s", "version": 1, "initial_stage": "a",
+        "final_stages": ["d"], "compensation_policy": policy,
+        "stages": [{"id": x, "name": x, "agent_type": "target", "timeout_seconds": 5,
+                    "retry_config": "NONE",
+                    "compensation_handler": None if x == "b" else "compensateKpiTargets"}
+                   for x in "abcd"],
+        "transitions": [{"from_stage": x, "to_stage": y} for x, y in ("ab", "bc", "cd")],
+    })
+
+
+def _fail_at_d(policy: str = "continue_on_error") -> ExecutionState:
+    state = fold([initiated(_saga(policy))])
+    for sid in "abc":
+        step(state)
+        complete(state, sid)
+    step(state)
+    run(state, attempt_events(state, "d", attempt=1, now=T0, duration_ms=1,
+                              error={"type": "E", "message": "m", "retryable": False}))
+    return state
+
+
+def _undo(state: ExecutionState, sid: str, ok: bool) -> None:
+    run(state, compensation_events(
+        state, sid, attempt=1, now=T0, duration_ms=1,
+        output={} if ok else None,
+        error=None if ok else {"type": "PermissionError", "message": "no", "retryable": False}))
+
+
+def test_rollback_compensates_completed_stages_with_handlers_in_reverse() -> None:
+    state = _fail_at_d()
+    started = step(state)
+    assert [e.type for e in started] == ["rollback_started"]
+    assert started[0].order == ["c", "a"]  # type: ignore[union-attr]  # b has no handler
+    assert state.status == "compensating"
+    assert [(e.type, e.stage_id) for e in step(state)] == [("compensation_started", "c")]
+    assert step(state) == []  # one handler at a time
+    _undo(state, "c", ok=True)
+    assert [(e.type, e.stage_id) for e in step(state)] == [("compensation_started", "a")]
+    _undo(state, "a", ok=True)
+    final = step(state)
+    assert [e.type for e in final] == ["workflow_rolled_back"]
+    assert state.status == "rolled_back"
+    assert state.error_message is not None and "stage d failed" in state.error_message
+
+
+@pytest.mark.parametrize(("policy", "runs_a"), [("continue_on_error", True),
+                                                 ("halt_on_error", False)])
+def test_compensation_policy_decides_what_runs_after_a_failed_handler(
+    policy: str, runs_a: bool
+) -> None:
+    state = _fail_at_d(policy)
+    step(state)
+    step(state)
+    _undo(state, "c", ok=False)
+    assert state.stages["c"].compensation == "failed"
+    nxt = step(state)
+    if runs_a:
+        assert [(e.type, e.stage_id) for e in nxt] == [("compensation_started", "a")]
+        _undo(state, "a", ok=True)
+        nxt = step(state)
+    assert [e.type for e in nxt] == ["workflow_failed"]
+    assert state.status == "failed"
+    assert "compensation of stage c failed" in (state.error_message or "")
+
+
+def test_a_second_rollback_round_retries_only_failed_handlers() -> None:
+    state = _fail_at_d()
+    step(state)
+    step(state)
+    _undo(state, "c", ok=False)
+    step(state)
+    _undo(state, "a", ok=True)
+    step(state)
+    assert state.status == "failed"
+    run(state, [RollbackRequested(execution_id=EID, seq=state.version + 1, at=T0,
+                                  user_id="op")])
+    started = step(state)
+    assert started[0].order == ["c"]  # type: ignore[union-attr]
+    assert [(e.type, e.stage_id) for e in step(state)] == [("compensation_started", "c")]
+
+
+def test_rollback_of_an_execution_with_nothing_to_undo_ends_rolled_back() -> None:
+    dag = CANONICAL_WORKFLOWS["opportunity-discovery-v1"]
+    state = fold([initiated(dag)])
+    run(state, [RollbackRequested(execution_id=EID, seq=2, at=T0, user_id="op")])
+    assert [e.type for e in step(state)] == ["rollback_started"]
+    assert [e.type for e in step(state)] == ["workflow_rolled_back"]

@@ -1,0 +1,141 @@
+"""Per-stage circuit breakers shared by every execution, on real Ray + PostgreSQL (issue 3)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import ray
+
+from actors import (
+    execute_workflow_dag,
+    get_workflow_circuit_breaker_status,
+    get_workflow_status,
+    list_circuit_breakers,
+    reset_workflow_circuit_breaker,
+    wait_for_workflow,
+)
+from actors.breakers import REGISTRY_NAME
+from actors.runtime import NAMESPACE
+from definitions import WorkflowDAG
+from tests.integration.helpers import events_of, register_chain, stage, wait_until
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def calls(tmp_dir: Path) -> int:
+    path = tmp_dir / "breaker-calls"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def breaker_flow(cooldown: float = 2.0) -> WorkflowDAG:
+    return await register_chain("breaker", [stage(
+        "call", "breaker_agent", retry="NONE",
+        circuit_breaker={"failure_threshold": 3, "cooldown_seconds": cooldown})])
+
+
+async def run(dag: WorkflowDAG, tmp_dir: Path, seconds: float = 0) -> str:
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": seconds}, "t")
+    await wait_for_workflow(eid, timeout=60)
+    return eid
+
+
+async def first_error(eid: str) -> str:
+    events = await events_of(eid)
+    attempt = next(e for e in events if e.type == "stage_attempt")
+    return attempt.error["type"] if attempt.error else "none"  # type: ignore[union-attr]
+
+
+def wait_past(moment: datetime | None) -> None:
+    assert moment is not None
+    wait_until(lambda: datetime.now(UTC) > moment, timeout=30,
+               what=f"the cooldown to end at {moment}")
+
+
+async def test_breaker_opens_refuses_half_opens_once_and_closes(tmp_dir: Path) -> None:
+    dag = await breaker_flow()
+    for _ in range(3):
+        assert await first_error(await run(dag, tmp_dir)) == "HttpError"
+    status = await get_workflow_circuit_breaker_status(dag.id, "call")
+    assert (status.state, status.failure_count) == ("open", 3)
+    assert status.opened_at is not None and status.opened_at.tzinfo is not None
+    assert status.next_attempt_at is not None
+
+    # Open: the stage fails at once, the agent is not called, the error says when it half-opens.
+    refused = await run(dag, tmp_dir)
+    assert calls(tmp_dir) == 3
+    events = await events_of(refused)
+    attempt = next(e for e in events if e.type == "stage_attempt")
+    assert attempt.error is not None and attempt.error["type"] == "CircuitOpenError"  # type: ignore[union-attr]
+    assert "half-opens at" in attempt.error["message"]  # type: ignore[union-attr]
+    assert (await get_workflow_status(refused)).circuit_breaker_state == {
+        "call": {"state": "open", "failure_count": 3}}
+
+    # After the cooldown: among many concurrent executions exactly one trial reaches the agent.
+    wait_past(status.next_attempt_at)
+    (tmp_dir / "healthy").touch()
+    ids = await asyncio.gather(*[
+        execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": 6}, "t") for _ in range(6)])
+    results = await asyncio.gather(*[wait_for_workflow(i, timeout=60) for i in ids])
+    assert sorted(r.status for r in results) == ["completed"] + ["failed"] * 5
+    assert calls(tmp_dir) == 4
+    errors = sorted([await first_error(i) for i in ids])
+    assert errors == ["CircuitOpenError"] * 5 + ["none"]
+    closed = await get_workflow_circuit_breaker_status(dag.id, "call")
+    assert (closed.state, closed.failure_count) == ("closed", 0)
+
+
+async def test_breaker_reopens_when_the_trial_fails_and_reset_closes_it(tmp_dir: Path) -> None:
+    dag = await breaker_flow(cooldown=1.0)
+    for _ in range(3):
+        await run(dag, tmp_dir)
+    opened = await get_workflow_circuit_breaker_status(dag.id, "call")
+    assert opened.state == "open"
+    wait_past(opened.next_attempt_at)
+    trial = await run(dag, tmp_dir)  # still unhealthy: the trial fails
+    assert await first_error(trial) == "HttpError"
+    reopened = await get_workflow_circuit_breaker_status(dag.id, "call")
+    assert reopened.state == "open"
+    assert reopened.opened_at is not None and opened.opened_at is not None
+    assert reopened.opened_at > opened.opened_at
+    events = await events_of(trial)
+    attempt = next(e for e in events if e.type == "stage_attempt")
+    assert attempt.breaker is not None and attempt.breaker["transition"] == "open"  # type: ignore[union-attr]
+
+    reset = await reset_workflow_circuit_breaker(dag.id, "call")
+    assert (reset.state, reset.failure_count) == ("closed", 0)
+    (tmp_dir / "healthy").touch()
+    assert (await get_workflow_status(await run(dag, tmp_dir))).status == "completed"
+    assert any(b.workflow_id == dag.id for b in await list_circuit_breakers())
+
+
+async def test_breaker_state_survives_killing_the_registry(tmp_dir: Path) -> None:
+    dag = await breaker_flow(cooldown=300)
+    for _ in range(3):
+        await run(dag, tmp_dir)
+    registry = ray.get_actor(REGISTRY_NAME, namespace=NAMESPACE)
+    ray.kill(registry, no_restart=False)
+    view = None
+    for _ in range(200):  # calls during the restart raise ActorUnavailableError
+        try:
+            view = await registry.status.remote(dag.id, "call")
+            break
+        except ray.exceptions.RayError:
+            await asyncio.sleep(0.05)
+    assert view is not None
+    assert (view["state"], view["failure_count"]) == ("open", 3)
+    refused = await run(dag, tmp_dir)
+    assert await first_error(refused) == "CircuitOpenError"
+    assert calls(tmp_dir) == 3
+
+
+async def test_unknown_breaker_names_the_problem() -> None:
+    from definitions import WorkflowNotFoundError
+
+    with pytest.raises(WorkflowNotFoundError, match="nope"):
+        await get_workflow_circuit_breaker_status("opportunity-discovery-v1", "nope")
+    fresh = await get_workflow_circuit_breaker_status("opportunity-discovery-v1",
+                                                      "opportunity_research")
+    assert (fresh.state, fresh.failure_threshold, fresh.cooldown_seconds) == ("closed", 5, 60)
