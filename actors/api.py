@@ -14,15 +14,18 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 import ray
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from actors.breakers import BreakerStatus, breaker_key, breaker_registry
 from actors.execution import spawn_execution_actor
 from actors.logs import get_logger
+from actors.projector import ensure_projector
 from actors.runtime import (
     NAMESPACE,
     actor_name,
@@ -48,16 +51,27 @@ from events import (
     TERMINAL_EVENT_TYPES,
     Event,
     EventStore,
+    ExecutionState,
     RollbackRequested,
     WorkflowInitiated,
+    fold,
     lease_is_free,
     migrate,
     parse_execution_id,
 )
-from projections import WorkflowStatus, fetch_status
+from projections import (
+    ExecutionSnapshot,
+    ProjectionRunner,
+    WorkflowStatus,
+    fetch_status,
+    snapshot,
+    workflow_metrics,
+)
+from projections import rebuild_projections as _rebuild
 
 __all__ = [
     "BreakerStatus",
+    "ExecutionSnapshot",
     "WaitTimeoutError",
     "execute_workflow_dag",
     "execute_workflow_dag_sync",
@@ -67,14 +81,23 @@ __all__ = [
     "get_execution_events_sync",
     "get_workflow_circuit_breaker_status",
     "get_workflow_circuit_breaker_status_sync",
+    "get_workflow_metrics",
+    "get_workflow_metrics_sync",
     "get_workflow_status",
     "get_workflow_status_sync",
+    "import_execution",
+    "import_execution_sync",
     "initialize_workflow_system",
     "initialize_workflow_system_sync",
     "list_circuit_breakers",
     "list_circuit_breakers_sync",
+    "rebuild_projections",
+    "rebuild_projections_sync",
     "register_workflow",
     "register_workflow_sync",
+    "replay_execution",
+    "replay_execution_sync",
+    "replay_history",
     "reset_workflow_circuit_breaker",
     "reset_workflow_circuit_breaker_sync",
     "retry_failed_workflow",
@@ -124,11 +147,14 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
     holding its lease (the advisory lock its actor holds).  Idempotent; safe from two drivers
     at once.
 
+    Also starts the projection actor that keeps the metrics read model live.
     Returns ``{"workflows": [...ids], "resumed": [...execution ids]}``.
     """
     log = get_logger()
     _schema_ready.discard(get_database_url())
     store = await _ready_store()
+    ensure_ray()
+    await ensure_projector(get_database_url()).ready.remote()
     resumed: list[str] = []
     if resume:
         async with store.pool.acquire() as conn:
@@ -373,6 +399,75 @@ async def wait_for_workflow(execution_id: str, timeout: float | None = None) -> 
     return await fetch_status(store.pool, execution_id)
 
 
+async def get_workflow_metrics(workflow_id: str) -> dict[str, Any]:
+    """The seed's key metrics of one workflow, as a JSON-able dict: ``total, completed,
+    failed, rolled_back, success_rate`` (0..1), ``avg_duration_ms, p95_duration_ms,
+    compensations, breaker_opens`` and ``stages: {stage_id: {runs, avg_duration_ms,
+    p95_duration_ms, retries, failures}}`` (definitions in ``projections.metrics``).
+    The projection is caught up with the log first."""
+    store = await _ready_store()
+    await store.get_definition(workflow_id)  # unknown → WorkflowNotFoundError
+    await ProjectionRunner(store.pool).catch_up()
+    return await workflow_metrics(store.pool, workflow_id)
+
+
+async def rebuild_projections() -> dict[str, int]:
+    """Drop the read models and rebuild them from the log; returns when done
+    (``{"events": n, "executions": m}``).  Appends wait while it runs."""
+    store = await _ready_store()
+    return await _rebuild(store.pool)
+
+
+async def replay_execution(execution_id: str, until_seq: int | None = None) -> ExecutionSnapshot:
+    """The execution's state folded from its log up to event ``until_seq`` (all by default)."""
+    if until_seq is not None and until_seq < 1:
+        raise InvalidContextError(f"until_seq must be 1 or more, got {until_seq}")
+    store = await _ready_store()
+    events = await store.read_existing(execution_id, until_seq=until_seq)
+    return snapshot(fold(events))
+
+
+async def replay_history(execution_id: str) -> list[tuple[Event, ExecutionSnapshot]]:
+    """Every event of the execution with the state right after it."""
+    store = await _ready_store()
+    events = await store.read_existing(execution_id)
+    state: ExecutionState | None = None
+    history: list[tuple[Event, ExecutionSnapshot]] = []
+    for event in events:
+        state = fold([event], state)
+        history.append((event, snapshot(state)))
+    return history
+
+
+async def import_execution(lines: Iterable[str]) -> str:
+    """Import one execution's log exported with ``wfdag events ID --json`` (JSON lines) into
+    this database, all or nothing; returns its id.  Replay then gives the same state."""
+    adapter: TypeAdapter[Event] = TypeAdapter(Event)
+    events: list[Event] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(adapter.validate_json(line))
+        except PydanticValidationError as exc:
+            raise InvalidContextError(f"line {number} is not a wfdag event: {exc}") from None
+    if not events:
+        raise InvalidContextError("no events to import")
+    ids = {e.execution_id for e in events}
+    if len(ids) != 1:
+        raise InvalidContextError(f"the events belong to {len(ids)} executions; import one")
+    if [e.seq for e in events] != list(range(1, len(events) + 1)):
+        raise InvalidContextError("the events must be one whole log: seq 1, 2, 3, … in order")
+    fold(events)  # the log must replay
+    store = await _ready_store()
+    try:
+        await store.append(events, expected_version=0)
+    except ConcurrencyError:
+        raise ExecutionStateError(events[0].execution_id, "present", "an import",
+                                  "absent from this database") from None
+    return events[0].execution_id
+
+
 def get_available_workflows() -> list[WorkflowDAG]:
     """The seven canonical workflow definitions (synchronous, as in the seed)."""
     return canonical_workflows()
@@ -404,6 +499,10 @@ initialize_workflow_system_sync = _twin(initialize_workflow_system)
 rollback_workflow_sync = _twin(rollback_workflow)
 retry_failed_workflow_sync = _twin(retry_failed_workflow)
 get_workflow_circuit_breaker_status_sync = _twin(get_workflow_circuit_breaker_status)
+get_workflow_metrics_sync = _twin(get_workflow_metrics)
+rebuild_projections_sync = _twin(rebuild_projections)
+replay_execution_sync = _twin(replay_execution)
+import_execution_sync = _twin(import_execution)
 reset_workflow_circuit_breaker_sync = _twin(reset_workflow_circuit_breaker)
 list_circuit_breakers_sync = _twin(list_circuit_breakers)
 register_workflow_sync = _twin(register_workflow)

@@ -189,6 +189,216 @@ async def _cmd_breakers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_list(items: list[str]) -> str:
+    return ",".join(items) if items else "-"
+
+
+def _describe_snapshot(snap: Any) -> str:
+    return (f"status={snap.status:<12} done={_fmt_list(snap.completed_stages)} "
+            f"running={_fmt_list(snap.running_stages)} failed={_fmt_list(snap.failed_stages)} "
+            f"skipped={_fmt_list(snap.skipped_stages)} "
+            f"compensated={_fmt_list(snap.compensated_stages)}")
+
+
+async def _cmd_replay(args: argparse.Namespace) -> int:
+    from actors.api import replay_execution, replay_history
+
+    if args.until is not None:
+        snap = await replay_execution(args.execution_id, args.until)
+        if args.json:
+            print(snap.model_dump_json(indent=2))
+            return 0
+        print(f"state of {snap.execution_id} ({snap.workflow_id}) after event {snap.last_seq}:")
+        print(f"  status       {snap.status}")
+        for label, items in (("completed", snap.completed_stages), ("running", snap.running_stages),
+                             ("failed", snap.failed_stages), ("skipped", snap.skipped_stages),
+                             ("cancelled", snap.cancelled_stages),
+                             ("compensated", snap.compensated_stages)):
+            print(f"  {label:<12} {_fmt_list(items)}")
+        tried = {s: n for s, n in snap.attempts.items() if n}
+        print(f"  attempts     {', '.join(f'{s}={n}' for s, n in tried.items()) or '-'}")
+        if snap.error_message:
+            print(f"  error        {snap.error_message}")
+        return 0
+    for event, snap in await replay_history(args.execution_id):
+        if args.json:
+            print(json.dumps({"seq": event.seq, "type": event.type,
+                              "state": snap.model_dump(mode="json")}))
+        else:
+            print(f"{event.seq:>4} {event.type:<24} {event.stage_id or '-':<26} "
+                  f"{_describe_snapshot(snap)}")
+    return 0
+
+
+def _load_definition(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SystemExit(f"error: {path} is not valid {path.suffix[1:].upper() or 'JSON'}: "
+                         f"{exc}") from None
+
+
+def _where(data: Any, loc: tuple[Any, ...]) -> str:
+    """A pydantic error location, with stage indexes named by the stage's id."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and i > 0 and loc[i - 1] in ("stages", "transitions"):
+            kind = loc[i - 1]
+            try:
+                item = data[kind][part]
+                name = item.get("id") if kind == "stages" else (
+                    f"{item.get('from_stage')}->{item.get('to_stage')}")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                name = None
+            parts[-1] = f"stage {name!r}" if kind == "stages" and name else (
+                f"transition {name}" if name else f"{kind}[{part}]")
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+async def _cmd_validate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError as PydanticValidationError
+
+    from definitions import WorkflowDAG, validate_workflow_dag
+
+    path = Path(args.file)
+    data = _load_definition(path)
+    try:
+        dag = WorkflowDAG.model_validate(data)
+    except PydanticValidationError as exc:
+        print(f"{path}: invalid definition ({exc.error_count()} problem(s)):", file=sys.stderr)
+        for problem in exc.errors():
+            print(f"  - {_where(data, tuple(problem['loc']))}: {problem['msg']}",
+                  file=sys.stderr)
+        return 1
+    result = validate_workflow_dag(dag)
+    for warning in result.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+    if not result.valid:
+        print(f"{path}: workflow {dag.id!r} is invalid:", file=sys.stderr)
+        for error in result.errors:
+            print(f"  - {error}", file=sys.stderr)
+        return 1
+    print(f"{path}: workflow {dag.id!r} v{dag.version} is valid "
+          f"({len(dag.stages)} stages, {len(dag.transitions)} transitions)")
+    return 0
+
+
+async def _cmd_graph(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+    import uuid
+
+    from actors.api import _ready_store, replay_execution
+    from definitions import CANONICAL_WORKFLOWS, WorkflowDAG
+    from projections.graph import to_dot, to_mermaid, to_svg
+
+    states: dict[str, str] | None = None
+    try:
+        uuid.UUID(args.target)
+        is_execution = True
+    except ValueError:
+        is_execution = False
+    if is_execution:
+        store = await _ready_store()
+        events = await store.read_existing(args.target)
+        snap = await replay_execution(args.target)
+        first = events[0]
+        dag = WorkflowDAG.model_validate(first.dag)  # type: ignore[union-attr]
+        states = dict(snap.stage_status)
+        for sid in snap.compensated_stages:
+            states[sid] = "compensated"
+    elif args.target in CANONICAL_WORKFLOWS and not args.registered:
+        dag = CANONICAL_WORKFLOWS[args.target]
+    else:
+        dag = await (await _ready_store()).get_definition(args.target)
+    fmt = args.format
+    if fmt == "mermaid":
+        text: str | bytes = to_mermaid(dag, states)
+    elif fmt == "dot":
+        text = to_dot(dag, states)
+    elif fmt == "svg":
+        text = to_svg(dag, states)
+    else:
+        dot = shutil.which("dot")
+        if dot is None:
+            raise SystemExit("error: PNG needs Graphviz's `dot` (apt-get install graphviz); "
+                             "`--format svg` draws without it")
+        text = subprocess.run([dot, "-Tpng"], input=to_dot(dag, states).encode(),
+                              capture_output=True, check=True).stdout
+    if args.output:
+        mode = "wb" if isinstance(text, bytes) else "w"
+        with open(args.output, mode) as fh:
+            fh.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    elif isinstance(text, bytes):
+        sys.stdout.buffer.write(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+async def _cmd_metrics(args: argparse.Namespace) -> int:
+    from actors.api import _ready_store, get_workflow_metrics
+
+    if args.workflow:
+        workflow_ids = [args.workflow]
+    else:
+        workflow_ids = [d.id for d in await (await _ready_store()).list_definitions()]
+    reports = [await get_workflow_metrics(w) for w in workflow_ids]
+    if args.json:
+        print(json.dumps(reports[0] if args.workflow else reports, indent=2))
+        return 0
+    print(f"{'WORKFLOW':<34} {'TOTAL':>5} {'OK':>4} {'FAIL':>4} {'RB':>3} {'SUCCESS':>7} "
+          f"{'AVG ms':>9} {'P95 ms':>9} {'COMP':>4} {'OPENS':>5}")
+    for r in reports:
+        avg = f"{r['avg_duration_ms']:.0f}" if r["avg_duration_ms"] is not None else "-"
+        p95 = f"{r['p95_duration_ms']:.0f}" if r["p95_duration_ms"] is not None else "-"
+        print(f"{r['workflow_id']:<34} {r['total']:>5} {r['completed']:>4} {r['failed']:>4} "
+              f"{r['rolled_back']:>3} {r['success_rate']:>7.1%} {avg:>9} {p95:>9} "
+              f"{r['compensations']:>4} {r['breaker_opens']:>5}")
+        if args.workflow:
+            print(f"\n  {'STAGE':<32} {'RUNS':>5} {'AVG ms':>9} {'P95 ms':>9} "
+                  f"{'RETRIES':>7} {'FAILS':>5}")
+            for sid, s in r["stages"].items():
+                s_avg = f"{s['avg_duration_ms']:.0f}" if s["avg_duration_ms"] is not None else "-"
+                s_p95 = f"{s['p95_duration_ms']:.0f}" if s["p95_duration_ms"] is not None else "-"
+                print(f"  {sid:<32} {s['runs']:>5} {s_avg:>9} {s_p95:>9} {s['retries']:>7} "
+                      f"{s['failures']:>5}")
+    return 0
+
+
+async def _cmd_projections(args: argparse.Namespace) -> int:
+    from actors.api import rebuild_projections
+
+    print("rebuilding the read models from the log (appends wait meanwhile)…", file=sys.stderr)
+    report = await rebuild_projections()
+    print(f"rebuilt from {report['events']} events: {report['executions']} executions")
+    return 0
+
+
+async def _cmd_import(args: argparse.Namespace) -> int:
+    from actors.api import import_execution
+
+    path = Path(args.file)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
+    execution_id = await import_execution(lines)
+    print(f"imported {len(lines)} events of execution {execution_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfdag", description="Durable, event-sourced workflow DAGs on Ray and PostgreSQL."
@@ -237,6 +447,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", nargs="?")
     p.add_argument("stage", nargs="?")
     p.set_defaults(func=_cmd_breakers)
+
+    p = sub.add_parser("replay", help="an execution's state after each event, or at one point")
+    p.add_argument("execution_id")
+    p.add_argument("--until", type=int, metavar="SEQ", help="the state after event SEQ")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("validate", help="check a JSON or YAML workflow definition")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("graph", help="draw a workflow, or an execution coloured by state")
+    p.add_argument("target", metavar="WORKFLOW|ID")
+    p.add_argument("--format", choices=["mermaid", "dot", "svg", "png"], default="mermaid")
+    p.add_argument("-o", "--output", help="write to FILE instead of standard output")
+    p.add_argument("--registered", action="store_true",
+                   help="draw the registered definition even for a canonical id")
+    p.set_defaults(func=_cmd_graph)
+
+    p = sub.add_parser("metrics", help="the key metrics of one workflow or of all")
+    p.add_argument("workflow", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("projections", help="`projections rebuild`: rebuild the read models")
+    p.add_argument("action", choices=["rebuild"])
+    p.set_defaults(func=_cmd_projections)
+
+    p = sub.add_parser("import", help="import an execution's log exported with "
+                       "`wfdag events ID --json`")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_import)
     return parser
 
 

@@ -88,14 +88,27 @@ def redact_url(url: str) -> str:
 
 
 async def _init_connection(conn: DBConnection) -> None:
-    for typename in ("jsonb", "json"):
-        await conn.set_type_codec(
-            typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
-        )
+    # Binary codecs (jsonb's wire format is a version byte, 1, then the JSON text), so that
+    # COPY works and nothing is parsed twice.
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
+        format="binary",
+    )
+    await conn.set_type_codec(
+        "json", encoder=_dumps, decoder=json.loads, schema="pg_catalog"
+    )
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + _dumps(value).encode()
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return json.loads(data[1:])
 
 
 async def connect_pool(

@@ -102,6 +102,43 @@ MIGRATIONS: list[tuple[int, str]] = [
           (workflow_id, to_state);
         """,
     ),
+    (
+        3,
+        """
+        CREATE INDEX workflow_events_txid_position ON workflow_events (txid, position);
+
+        CREATE TABLE projection_checkpoints (
+          name TEXT PRIMARY KEY,
+          last_txid xid8 NOT NULL DEFAULT '0',
+          last_position BIGINT NOT NULL DEFAULT 0,
+          events_applied BIGINT NOT NULL DEFAULT 0,
+          updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+
+        CREATE TABLE metrics_executions (
+          execution_id UUID PRIMARY KEY,
+          workflow_id TEXT NOT NULL,
+          status TEXT NOT NULL,
+          started_at TIMESTAMPTZ NOT NULL,
+          ended_at TIMESTAMPTZ,
+          duration_ms BIGINT,
+          compensations INTEGER NOT NULL DEFAULT 0,
+          breaker_opens INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX metrics_executions_workflow ON metrics_executions (workflow_id);
+
+        CREATE TABLE metrics_stages (
+          execution_id UUID NOT NULL,
+          stage_id TEXT NOT NULL,
+          started_at TIMESTAMPTZ NOT NULL,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          completed_at TIMESTAMPTZ,
+          duration_ms BIGINT,
+          failed BOOLEAN NOT NULL DEFAULT false,
+          PRIMARY KEY (execution_id, stage_id)
+        );
+        """,
+    ),
 ]
 
 

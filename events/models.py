@@ -9,7 +9,7 @@ field of the event, so replay never recomputes it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -20,6 +20,7 @@ __all__ = [
     "CompensationFailed",
     "CompensationStarted",
     "Event",
+    "EventRow",
     "RollbackRequested",
     "RollbackStarted",
     "StageAttempt",
@@ -210,10 +211,21 @@ _ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-def event_to_row(event: Event) -> tuple[str, int, str, str | None, dict[str, Any], datetime]:
+class EventRow(NamedTuple):
+    """An event as stored: what projections read (no model validation on the hot path)."""
+
+    execution_id: str
+    seq: int
+    type: str
+    stage_id: str | None
+    data: dict[str, Any]
+    at: datetime
+
+
+def event_to_row(event: Event) -> EventRow:
     """``(execution_id, seq, event_type, stage_id, metadata, created_at)`` for the store."""
     metadata = event.model_dump(mode="json", exclude=set(_ENVELOPE))
-    return (event.execution_id, event.seq, event.type, event.stage_id, metadata, event.at)
+    return EventRow(event.execution_id, event.seq, event.type, event.stage_id, metadata, event.at)
 
 
 def event_from_row(

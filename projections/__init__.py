@@ -1,10 +1,29 @@
-"""Read models derived from the event log."""
+"""Read models derived from the event log, and replay of it."""
 
 from projections.executions import (
     TERMINAL_STATUSES,
     WorkflowStatus,
+    execution_row,
     fetch_status,
     project_executions,
 )
+from projections.metrics import MetricsProjection, apply_metrics, workflow_metrics
+from projections.replay import ExecutionSnapshot, snapshot
+from projections.runner import PROJECTIONS, Projection, ProjectionRunner, rebuild_projections
 
-__all__ = ["TERMINAL_STATUSES", "WorkflowStatus", "fetch_status", "project_executions"]
+__all__ = [
+    "PROJECTIONS",
+    "TERMINAL_STATUSES",
+    "ExecutionSnapshot",
+    "MetricsProjection",
+    "Projection",
+    "ProjectionRunner",
+    "WorkflowStatus",
+    "apply_metrics",
+    "execution_row",
+    "fetch_status",
+    "project_executions",
+    "rebuild_projections",
+    "snapshot",
+    "workflow_metrics",
+]

@@ -1,132 +1,131 @@
-"""The ``workflow_executions`` read model, kept from the events.
+"""The ``workflow_executions`` read model: a pure function of the log.
 
-:func:`project_executions` is a store projector: it runs in the append's transaction, so the
-row never disagrees with the log.  :func:`fetch_status` reads it back.
+:func:`execution_row` computes a row from the previous row and the next events, with nothing
+but the events as input, so a rebuild from the log reproduces the rows exactly.
+:func:`project_executions` applies it inside each append's transaction (read-your-writes for
+the status API); :func:`fetch_status` reads a row back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from definitions import ExecutionNotFoundError
-from events import (
-    CompensationCompleted,
-    CompensationFailed,
-    Event,
-    RollbackRequested,
-    RollbackStarted,
-    StageAttempt,
-    StageCompleted,
-    StageStarted,
-    WorkflowCompleted,
-    WorkflowFailed,
-    WorkflowInitiated,
-    WorkflowRolledBack,
-    parse_execution_id,
-)
+from events import Event, EventRow, event_to_row, parse_execution_id
 from events.database import DBConnection, DBReader
 
-__all__ = ["TERMINAL_STATUSES", "WorkflowStatus", "fetch_status", "project_executions"]
+__all__ = [
+    "COLUMNS",
+    "TERMINAL_STATUSES",
+    "WorkflowStatus",
+    "execution_row",
+    "fetch_status",
+    "project_executions",
+    "write_rows",
+]
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "rolled_back"})
 
-_INSERT = """
-INSERT INTO workflow_executions
-  (id, workflow_definition_id, workflow_version, status, started_at, context, audit_context,
-   created_by, last_seq, updated_at)
-VALUES ($1::uuid, $2, $3, 'initiated', $4, $5, $6, $7, $8, $4)
-"""
+COLUMNS = (
+    "id", "workflow_definition_id", "workflow_version", "status", "current_stage",
+    "started_at", "completed_at", "error_message", "context", "audit_context",
+    "circuit_breaker_state", "created_by", "last_seq", "updated_at",
+)
 
-_UPDATE = """
-UPDATE workflow_executions SET
-  status = COALESCE($2, status),
-  current_stage = COALESCE($3, current_stage),
-  context = CASE WHEN $4::jsonb = '[]'::jsonb THEN context
-                 ELSE jsonb_set(context, '{executed_steps}',
-                                COALESCE(context->'executed_steps', '[]'::jsonb) || $4::jsonb)
-            END,
-  error_message = COALESCE($5, error_message),
-  completed_at = CASE WHEN $9 THEN NULL ELSE COALESCE($6, completed_at) END,
-  last_seq = $7,
-  updated_at = $8,
-  circuit_breaker_state = CASE WHEN $10::jsonb = '{}'::jsonb THEN circuit_breaker_state
-                               ELSE COALESCE(circuit_breaker_state, '{}'::jsonb) || $10::jsonb END,
-  audit_context = CASE WHEN $11::jsonb = '{}'::jsonb THEN audit_context
-                       ELSE COALESCE(audit_context, '{}'::jsonb) || $11::jsonb END
-WHERE id = $1::uuid
-"""
+
+def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dict[str, Any]:
+    """The row after ``events`` (``row`` is the one before them, ``None`` for a new stream)."""
+    current: dict[str, Any] = dict(row) if row is not None else {}
+    for ev in events:
+        data = ev.data
+        kind = ev.type
+        if kind == "workflow_initiated":
+            current = {
+                "id": ev.execution_id, "workflow_definition_id": data["workflow_id"],
+                "workflow_version": data["workflow_version"], "status": "initiated",
+                "current_stage": None, "started_at": ev.at, "completed_at": None,
+                "error_message": None,
+                "context": {**data["context"], "executed_steps": []},
+                "audit_context": {"user_id": data["user_id"], "retry_of": data.get("retry_of"),
+                                  "idempotency_key": data.get("idempotency_key")},
+                "circuit_breaker_state": None, "created_by": data["user_id"],
+            }
+        elif kind == "stage_started":
+            if current["status"] == "initiated":
+                current["status"] = "in_progress"
+            current["current_stage"] = ev.stage_id
+        elif kind == "stage_attempt":
+            if data.get("breaker") is not None:
+                current["circuit_breaker_state"] = {
+                    **(current["circuit_breaker_state"] or {}), ev.stage_id: data["breaker"]}
+        elif kind == "stage_completed":
+            step = {"stage_id": ev.stage_id, "attempt": data["attempt"],
+                    "completed_at": ev.at.isoformat(), "duration_ms": data["duration_ms"],
+                    "output": data["output"]}
+            context = dict(current["context"])
+            context["executed_steps"] = [*context.get("executed_steps", []), step]
+            current["context"] = context
+        elif kind == "rollback_requested":
+            current["status"] = "compensating"
+            current["completed_at"] = None
+            current["audit_context"] = {**current["audit_context"],
+                                        "rollback_requested_by": data["user_id"]}
+        elif kind == "rollback_started":
+            current["status"] = "compensating"
+            current["audit_context"] = {**current["audit_context"],
+                                        "rollback": {"reason": data["reason"],
+                                                     "order": data["order"]}}
+            if data.get("error_message") is not None:
+                current["error_message"] = data["error_message"]
+        elif kind in ("compensation_completed", "compensation_failed"):
+            audit = dict(current["audit_context"])
+            audit["compensations"] = {
+                **audit.get("compensations", {}),
+                str(ev.stage_id): "completed" if kind == "compensation_completed" else "failed"}
+            current["audit_context"] = audit
+        elif kind == "workflow_completed":
+            current["status"], current["completed_at"] = "completed", ev.at
+        elif kind == "workflow_failed":
+            current["status"], current["completed_at"] = "failed", ev.at
+            current["error_message"] = data["error_message"]
+        elif kind == "workflow_rolled_back":
+            current["status"], current["completed_at"] = "rolled_back", ev.at
+        current["last_seq"] = ev.seq
+        current["updated_at"] = ev.at
+    return current
+
+
+_UPSERT = (
+    f"INSERT INTO workflow_executions ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) "
+    f"ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "id")
+)
+
+
+async def write_rows(conn: DBConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert whole rows."""
+    await conn.executemany(_UPSERT, [tuple(r[c] for c in COLUMNS) for r in rows])
 
 
 async def project_executions(conn: DBConnection, events: Sequence[Event]) -> None:
-    """Apply one append's events to ``workflow_executions`` (one INSERT and/or one UPDATE)."""
-    rest = list(events)
-    first = rest[0]
-    if isinstance(first, WorkflowInitiated):
-        context = dict(first.context)
-        context["executed_steps"] = []
-        initial_audit = {"user_id": first.user_id, "retry_of": first.retry_of,
-                         "idempotency_key": first.idempotency_key}
-        await conn.execute(
-            _INSERT, first.execution_id, first.workflow_id, first.workflow_version, first.at,
-            context, initial_audit, first.user_id, first.seq,
+    """Store projector: apply one append's events to the execution's row."""
+    rows = [event_to_row(e) for e in events]
+    old = None
+    if rows[0].type != "workflow_initiated":
+        record = await conn.fetchrow(
+            f"SELECT {', '.join(COLUMNS)} FROM workflow_executions WHERE id = $1::uuid",
+            rows[0].execution_id,
         )
-        rest = rest[1:]
-        if not rest:
-            return
-    status: str | None = None
-    current: str | None = None
-    steps: list[dict[str, Any]] = []
-    error: str | None = None
-    ended: datetime | None = None
-    reopened = False
-    breakers: dict[str, Any] = {}
-    audit: dict[str, Any] = {}
-    compensations: dict[str, str] = {}
-    for event in rest:
-        if isinstance(event, StageStarted):
-            status = "in_progress" if status in (None, "initiated") else status
-            current = event.stage_id
-        elif isinstance(event, StageAttempt):
-            if event.breaker is not None:
-                breakers[event.stage_id] = event.breaker
-        elif isinstance(event, RollbackRequested):
-            status, ended, reopened = "compensating", None, True
-            audit["rollback_requested_by"] = event.user_id
-        elif isinstance(event, RollbackStarted):
-            status = "compensating"
-            audit["rollback"] = {"reason": event.reason, "order": event.order}
-            if event.error_message is not None:
-                error = event.error_message
-        elif isinstance(event, CompensationCompleted | CompensationFailed):
-            compensations[event.stage_id] = (
-                "completed" if isinstance(event, CompensationCompleted) else "failed"
-            )
-        elif isinstance(event, WorkflowRolledBack):
-            status, ended, reopened = "rolled_back", event.at, False
-        elif isinstance(event, StageCompleted):
-            steps.append({
-                "stage_id": event.stage_id, "attempt": event.attempt,
-                "completed_at": event.at.isoformat(), "duration_ms": event.duration_ms,
-                "output": event.output,
-            })
-        elif isinstance(event, WorkflowCompleted):
-            status, ended = "completed", event.at
-        elif isinstance(event, WorkflowFailed):
-            status, ended, error = "failed", event.at, event.error_message
-    last = rest[-1]
-    if compensations:
-        merged = await conn.fetchval(
-            "SELECT COALESCE(audit_context->'compensations', '{}'::jsonb) FROM "
-            "workflow_executions WHERE id = $1::uuid", last.execution_id)
-        audit["compensations"] = {**(merged or {}), **compensations}
-    await conn.execute(
-        _UPDATE, last.execution_id, status, current, steps, error, ended, last.seq, last.at,
-        reopened and ended is None, breakers, audit,
-    )
+        old = dict(record) if record is not None else None
+        if old is not None:
+            old["id"] = str(old["id"])
+    new = execution_row(old, rows)
+    await write_rows(conn, [new])
 
 
 class WorkflowStatus(BaseModel):

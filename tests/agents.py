@@ -137,3 +137,12 @@ def breaker_agent(ctx: StageContext) -> dict[str, Any]:
         raise HttpError(503)
     time.sleep(float(ctx.context.get("seconds", 0)))
     return {"healthy": True}
+
+
+def flaky_once(ctx: StageContext) -> dict[str, Any]:
+    """Fails for good when ``fail`` is in the context; else a ConnectionError on attempt 1."""
+    if ctx.context.get("fail"):
+        raise PermissionError("told to fail")
+    if ctx.attempt == 1:
+        raise ConnectionError("first attempt always drops")
+    return {"attempt": ctx.attempt}

@@ -1,0 +1,140 @@
+"""The projection runner on a real PostgreSQL: late commits, exactly once, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from definitions import CANONICAL_WORKFLOWS
+from events import Event, EventRow, EventStore, WorkflowInitiated, connect_pool
+from events.database import DBConnection
+from projections import ProjectionRunner, project_executions
+
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def _initiated(eid: str) -> WorkflowInitiated:
+    dag = CANONICAL_WORKFLOWS["opportunity-discovery-v1"]
+    return WorkflowInitiated(execution_id=eid, seq=1, at=NOW, workflow_id=dag.id,
+                             workflow_version=1, dag=dag.model_dump(mode="json"), context={},
+                             user_id="u")
+
+
+class SeenProjection:
+    """Records every (execution, seq) it is given; its primary key refuses a second apply."""
+
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, table: str) -> None:
+        self.name = table
+        self.table = table
+
+    async def apply(self, conn: DBConnection, events: Sequence[EventRow]) -> None:
+        await conn.executemany(
+            f"INSERT INTO {self.table} (execution_id, seq) VALUES ($1::uuid, $2)",
+            [(e.execution_id, e.seq) for e in events])
+
+    async def rebuild(self, conn: DBConnection, events: object) -> None:
+        raise NotImplementedError
+
+
+@pytest.fixture
+async def seen(database_url: str, store: EventStore) -> SeenProjection:
+    table = f"seen_{uuid.uuid4().hex[:10]}"
+    async with store.pool.acquire() as conn:
+        await conn.execute(f"CREATE TABLE {table} (execution_id UUID, seq INT, "
+                           f"PRIMARY KEY (execution_id, seq))")
+    return SeenProjection(table)
+
+
+async def _seen(pool: asyncpg.Pool, projection: SeenProjection, ids: list[str]) -> set[str]:
+    rows = await pool.fetch(f"SELECT execution_id FROM {projection.table} "
+                            f"WHERE execution_id = ANY($1::uuid[])", ids)
+    return {str(r["execution_id"]) for r in rows}
+
+
+async def test_an_event_that_commits_late_is_neither_skipped_nor_applied_twice(
+    database_url: str, store: EventStore, seen: SeenProjection
+) -> None:
+    pool = await connect_pool(database_url, max_size=10)
+    entered, release = asyncio.Event(), asyncio.Event()
+    late: asyncio.Task[None] | None = None
+    try:
+        async def hold_open(conn: DBConnection, events: Sequence[Event]) -> None:
+            await project_executions(conn, events)
+            entered.set()
+            await release.wait()  # the transaction stays open, its events uncommitted
+
+        slow = EventStore(pool, projectors=[hold_open])
+        late_id = str(uuid.uuid4())
+        late = asyncio.create_task(slow.append([_initiated(late_id)], expected_version=0))
+        await asyncio.wait_for(entered.wait(), 10)
+        early_ids = [str(uuid.uuid4()) for _ in range(5)]
+        for eid in early_ids:  # later positions, committed first
+            await store.append([_initiated(eid)], expected_version=0)
+
+        runner = ProjectionRunner(pool, [seen], batch_size=3)
+        await runner.catch_up()
+        # A position-ordered reader would have applied the five and moved past the late one.
+        assert await _seen(pool, seen, [late_id, *early_ids]) == set()
+
+        release.set()
+        await late
+        await runner.catch_up()
+        assert await _seen(pool, seen, [late_id, *early_ids]) == {late_id, *early_ids}
+        assert await runner.catch_up() == 0
+        count = await pool.fetchval(f"SELECT count(*) FROM {seen.table} "
+                                    f"WHERE execution_id = ANY($1::uuid[])", [late_id, *early_ids])
+        assert count == 6
+    finally:
+        release.set()  # on any failure, let the held transaction end before closing
+        if late is not None:
+            await asyncio.wait_for(late, 10)
+        await pool.close()
+
+
+async def test_concurrent_runners_apply_each_event_once(
+    database_url: str, store: EventStore, seen: SeenProjection
+) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(20)]
+    for eid in ids:
+        await store.append([_initiated(eid)], expected_version=0)
+    runners = [ProjectionRunner(store.pool, [seen], batch_size=4) for _ in range(3)]
+    await asyncio.gather(*[r.catch_up() for r in runners])  # a duplicate would raise
+    assert await _seen(store.pool, seen, ids) == set(ids)
+    checkpoint = await store.pool.fetchrow(
+        "SELECT events_applied FROM projection_checkpoints WHERE name = $1", seen.name)
+    total = await store.pool.fetchval("SELECT count(*) FROM workflow_events")
+    assert checkpoint["events_applied"] == total
+
+
+async def test_global_order_holds_across_a_power_of_ten_in_transaction_ids(
+    store: EventStore, seen: SeenProjection
+) -> None:
+    """Transaction ids must be compared as numbers: "1000" sorts before "999" as text."""
+    from events import StageStarted
+
+    async with store.pool.acquire() as conn:
+        await conn.execute(f"ALTER TABLE {seen.table} ADD COLUMN ord BIGSERIAL")
+        current = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
+        boundary = 10 ** len(str(current))
+        for _ in range(max(0, boundary - current - 3)):  # burn ids up to just below it
+            await conn.fetchval("SELECT pg_current_xact_id()")
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid)], expected_version=0)
+    for seq in range(2, 9):  # these appends straddle the boundary
+        await store.append([StageStarted(execution_id=eid, seq=seq, at=NOW,
+                                         stage_id="opportunity_research")],
+                           expected_version=seq - 1)
+    txids = [int(r[0]) for r in await store.pool.fetch(
+        "SELECT txid::text FROM workflow_events WHERE execution_id = $1::uuid ORDER BY seq", eid)]
+    assert min(txids) < boundary <= max(txids)
+    await ProjectionRunner(store.pool, [seen], batch_size=3).catch_up()
+    applied = [r["seq"] for r in await store.pool.fetch(
+        f"SELECT seq FROM {seen.table} WHERE execution_id = $1::uuid ORDER BY ord", eid)]
+    assert applied == list(range(1, 9))
