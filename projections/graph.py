@@ -95,6 +95,9 @@ def to_svg(dag: WorkflowDAG, states: Mapping[str, str] | None = None) -> str:
     layers = _layers(dag)
     widest = max(len(layer) for layer in layers)
     width = pad * 2 + widest * box_w + (widest - 1) * gap_x
+    legend_w = sum(24 + 7 * len(state) for state in COLOURS)
+    label_w = max((7 * len(_label(t)) for t in dag.transitions), default=0)
+    width = max(width, (legend_w + 2 * pad) if states else 0, width / 2 + box_w / 2 + label_w)
     height = pad * 2 + len(layers) * box_h + (len(layers) - 1) * gap_y + (30 if states else 0)
     pos: dict[str, tuple[float, float]] = {}
     for row, layer in enumerate(layers):

@@ -222,3 +222,19 @@ async def test_export_import_into_an_empty_database_replays_the_same(
     garbage.write_text('{"type": "stage_started"}\n')
     refused = wfdag("import", str(garbage), env=other)
     assert refused.returncode == 1 and "line 1 is not a wfdag event" in refused.stderr
+
+
+async def test_the_projection_actor_keeps_metrics_live(store: EventStore) -> None:
+    from actors import initialize_workflow_system
+    from tests.integration.helpers import eventually
+
+    await initialize_workflow_system()  # starts wfdag-projections
+    eid = await execute_workflow_dag("opportunity-discovery-v1", {"projectId": "live"}, "t")
+    await wait_for_workflow(eid, timeout=60)
+
+    async def projected() -> bool:
+        row = await store.pool.fetchrow(
+            "SELECT status FROM metrics_executions WHERE execution_id = $1::uuid", eid)
+        return row is not None and row["status"] == "completed"
+
+    await eventually(projected, timeout=30, what="the projection actor to apply the run")
