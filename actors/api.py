@@ -23,12 +23,11 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from actors.breakers import BreakerStatus, breaker_key, breaker_registry
-from actors.execution import spawn_execution_actor
+from actors.execution import ensure_pool
 from actors.logs import get_logger
 from actors.projector import ensure_projector
 from actors.runtime import (
     NAMESPACE,
-    actor_name,
     check_payload_size,
     ensure_ray,
     get_database_url,
@@ -68,6 +67,7 @@ from projections import (
     workflow_metrics,
 )
 from projections import rebuild_projections as _rebuild
+from projections.queue import runner_of
 
 __all__ = [
     "BreakerStatus",
@@ -142,41 +142,45 @@ async def _ready_store() -> EventStore:
 
 
 async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
-    """Apply migrations, register the canonical workflows, and resume every execution that is
-    in progress but has no live actor: none in this Ray cluster, and no process anywhere
-    holding its lease (the advisory lock its actor holds).  Idempotent; safe from two drivers
-    at once.
+    """Apply migrations, register the canonical workflows, start (or complete) this cluster's
+    pool of execution actors and its projection actor, and resume every execution that is in
+    progress but has no live runner: no process anywhere holds its lease (the advisory lock
+    its runner holds), so the pool adopts it from the queue.  Idempotent; safe from two
+    drivers at once.
 
-    Also starts the projection actor that keeps the metrics read model live.
-    Returns ``{"workflows": [...ids], "resumed": [...execution ids]}``.
+    Returns ``{"workflows": [...ids], "resumed": [...execution ids], "pool": size}``.
     """
     log = get_logger()
     _schema_ready.discard(get_database_url())
     store = await _ready_store()
     ensure_ray()
-    await ensure_projector(get_database_url()).ready.remote()
+    url = get_database_url()
+    await ensure_projector(url).ready.remote()
     resumed: list[str] = []
     if resume:
         async with store.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT id FROM workflow_executions WHERE status = ANY($1::text[]) "
-                "ORDER BY started_at",
-                list(_ACTIVE),
-            )
-        orphans = [str(r["id"]) for r in rows]
-        if orphans:
-            ensure_ray()
-            async with store.pool.acquire() as conn:
-                orphans = [
-                    eid for eid in orphans
-                    if execution_actor(eid) is None and await lease_is_free(conn, eid)
-                ]
-            url = get_database_url()
-            for eid in orphans:
-                await spawn_execution_actor(eid, url)
-                log.info("execution.resumed", execution_id=eid)
-                resumed.append(eid)
-    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed}
+                "SELECT id, started_at FROM workflow_executions WHERE status = ANY($1::text[]) "
+                "ORDER BY started_at", list(_ACTIVE))
+            for row in rows:
+                eid = str(row["id"])
+                if await lease_is_free(conn, eid):
+                    # Make sure it is queued (an execution from before the queue existed).
+                    await conn.execute(
+                        "INSERT INTO execution_queue (execution_id, enqueued_at) VALUES "
+                        "($1::uuid, $2) ON CONFLICT (execution_id) DO NOTHING",
+                        eid, row["started_at"])
+                    log.info("execution.resumed", execution_id=eid)
+                    resumed.append(eid)
+    _pool_ready_reset(url)
+    handles = await ensure_pool(url)
+    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed, "pool": len(handles)}
+
+
+def _pool_ready_reset(url: str) -> None:
+    from actors import execution
+
+    execution._pool_ready.discard(url)
 
 
 async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:
@@ -232,7 +236,7 @@ async def _start(
         "execution.initiated", workflow_id=dag["id"], version=dag["version"], retry_of=retry_of
     )
     ensure_ray()
-    await spawn_execution_actor(execution_id, get_database_url())
+    await ensure_pool(get_database_url())
     return execution_id
 
 
@@ -277,7 +281,7 @@ async def rollback_workflow(execution_id: str, user_id: str) -> WorkflowStatus:
         get_logger(execution_id=status.execution_id).info(
             "execution.rollback_requested", user_id=user_id)
         ensure_ray()
-        await spawn_execution_actor(status.execution_id, get_database_url())
+        await ensure_pool(get_database_url())
         return await fetch_status(store.pool, status.execution_id)
     raise ExecutionStateError(execution_id, "busy", "a rollback", "settled")
 
@@ -473,15 +477,29 @@ def get_available_workflows() -> list[WorkflowDAG]:
     return canonical_workflows()
 
 
+async def _runner_of(execution_id: str) -> str | None:
+    store = await _ready_store()
+    async with store.pool.acquire() as conn:
+        name = await runner_of(conn, execution_id)
+        if name is None or await lease_is_free(conn, execution_id):
+            return None
+        return name
+
+
 def execution_actor(execution_id: str) -> Any:
-    """The handle of the Ray actor now running the execution, or ``None`` once it has ended.
+    """The handle of the pooled Ray actor now running the execution (it runs it as an actor
+    task named ``wfdag-exec-<id>``), or ``None`` when no live actor runs it (ended, or waiting
+    in the queue).
 
     Synchronous, and safe to call from code already running inside an event loop.
     """
     eid = parse_execution_id(execution_id)
     ensure_ray()
+    name = run_sync(_runner_of(eid))
+    if name is None:
+        return None
     try:
-        return ray.get_actor(actor_name(eid), namespace=NAMESPACE)
+        return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         return None
 

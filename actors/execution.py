@@ -1,10 +1,10 @@
-"""One Ray actor per execution: replays its stream, runs ready stages as Ray tasks, appends.
+"""Execution actors: a warm pool of runners, each driving one execution at a time.
 
-The actor keeps no state that is not in the log.  Killed at any instant and started again, it
-folds its stream, skips what is done and carries on; an attempt cut short by the kill is run
-again under the same attempt number and idempotency key.  It holds the execution's lease (an
-advisory lock) while it lives; a stale instance is fenced by the store's version check and
-stops itself.
+A runner keeps no state that is not in the log.  Killed at any instant, its execution's lease
+(an advisory lock on the runner's connection) is released with its process; a runner (the
+restarted one or another) claims the execution again, folds its stream, skips what is done and
+carries on; an attempt cut short by the kill is run again under the same attempt number and
+idempotency key.  A stale writer is fenced by the store's version check.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ray.exceptions import RayError
 
 from actors.breakers import breaker_registry
 from actors.logs import get_logger
-from actors.runtime import NAMESPACE, actor_name, new_store
+from actors.runtime import NAMESPACE, new_store
 from actors.stage_task import run_stage_attempt
 from definitions import ConcurrencyError, StageTimeoutError, WorkflowStage
 from events import (
@@ -34,14 +34,13 @@ from events import (
     attempt_events,
     compensation_events,
     decide,
-    execution_lock_key,
     fold,
     upstream_outputs,
 )
+from projections.queue import QUEUE_CHANNEL, claim_next, release
 
-__all__ = ["ExecutionActor", "spawn_execution_actor", "stage_task_options"]
+__all__ = ["POOL_SIZE", "ExecutionActor", "ensure_pool", "runner_name", "stage_task_options"]
 
-MAX_ACTOR_RESTARTS = int(os.environ.get("WFDAG_MAX_ACTOR_RESTARTS", "10"))
 CANCEL_GRACE_SECONDS = 10.0
 
 
@@ -88,77 +87,105 @@ class _Outcome:
 
 
 class ExecutionActor:
-    """Drives one execution to its end.  Spawn with :func:`spawn_execution_actor`."""
+    """A pooled execution actor, ``wfdag-runner-<k>``: adopts queued executions one at a time.
 
-    def __init__(self, execution_id: str, database_url: str) -> None:
-        self.execution_id = execution_id
+    It claims the oldest queued execution nobody runs by taking its lease, then runs it as an
+    actor task of its own named ``wfdag-exec-<execution id>`` (so the Ray dashboard shows which
+    execution each runner drives), releases the lease and claims the next.  Spawn the pool with
+    :func:`ensure_pool`.
+    """
+
+    def __init__(self, database_url: str, name: str) -> None:
+        self.name = name
         self._database_url = database_url
-        self._log = get_logger(execution_id=execution_id)
+        self._log = get_logger(runner=name)
         self._refs: dict[tuple[str, str], Any] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._rng = random.Random()
-        self._lease_conn: Any = None
-        self._exiting = False
+        self._store: EventStore | None = None
+        self._running: str | None = None
+        self._wake = asyncio.Event()
         # An async actor's __init__ runs on its running event loop: schedule the work there.
-        self._main_task = asyncio.get_running_loop().create_task(self._main())
+        self._serve_task = asyncio.get_running_loop().create_task(self._serve())
 
     async def ready(self) -> str:
-        return self.execution_id
+        return self.name
 
-    async def accepts(self) -> bool:
-        """False once this actor is on its way out: a caller that appended an event for it
-        (a rollback request) must start a new actor instead."""
-        return not self._exiting
+    async def current(self) -> str | None:
+        """The execution this runner drives now, if any."""
+        return self._running
 
-    async def _main(self) -> None:
-        store: EventStore | None = None
+    def _on_enqueued(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _serve(self) -> None:
+        me = ray.get_runtime_context().current_actor
+        backoff = 0.5
+        while True:
+            store: EventStore | None = None
+            lease_conn: Any = None
+            try:
+                store = await new_store(self._database_url, max_size=4)
+                self._store = store
+                lease_conn = await store.pool.acquire()
+                wake = self._wake
+                await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
+                self._log.info("runner.ready")
+                backoff = 0.5
+                while True:
+                    wake.clear()
+                    eid = await claim_next(lease_conn, self.name)
+                    if eid is None:
+                        # Woken by an enqueue; the timeout covers leases freed by dead runners.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
+                        continue
+                    self._running = eid
+                    try:
+                        await me.run.options(name=f"wfdag-exec-{eid}").remote(eid)
+                    except RayError:
+                        self._log.exception("runner.execution_crashed", execution_id=eid)
+                        await asyncio.sleep(1.0)  # don't spin on an execution that keeps failing
+                    finally:
+                        self._running = None
+                        await release(lease_conn, eid)
+            except Exception:
+                self._log.exception("runner.serve_failed", retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                self._store = None
+                if store is not None:
+                    if lease_conn is not None:
+                        with contextlib.suppress(Exception):
+                            await store.pool.release(lease_conn)
+                    with contextlib.suppress(Exception):
+                        await store.close()
+
+    async def run(self, execution_id: str) -> str:
+        """Drive one claimed execution until it ends (called by this runner on itself)."""
+        store = self._store
+        assert store is not None
+        base = self._log
+        log = self._log = base.bind(execution_id=execution_id)
         try:
-            store = await new_store(self._database_url, max_size=3)
-            await self._take_lease(store)
-            events = await store.read(self.execution_id)
+            events = await store.read(execution_id)
             if not events:
-                self._log.error("execution.no_stream")
-                return
+                log.error("execution.no_stream")
+                return "missing"
             state = fold(events)
-            self._log.info("execution.replayed", version=state.version, status=state.status)
-            while True:
-                await self._drive(store, state)
-                # Before exiting, look once more: a rollback may have been requested since.
-                # Callers that ask accepts() from now on are told to start a new actor.
-                self._exiting = True
-                more = await store.read(self.execution_id, after_seq=state.version)
-                if not more:
-                    break
-                self._exiting = False
-                state = fold(more, state)
+            log.info("execution.replayed", version=state.version, status=state.status)
+            await self._drive(store, state)
+            return state.status
         except ConcurrencyError:
-            self._log.warning("execution.fenced", detail="another writer owns this stream")
-        except Exception:
-            # Anything else (the database gone, a bug): die and let Ray restart us, which
-            # replays the log and carries on.
-            self._log.exception("execution.actor_crashed")
-            os._exit(1)
+            log.warning("execution.fenced", detail="another writer owns this stream")
+            return "fenced"
         finally:
+            self._log = base
             for ref in self._refs.values():
                 ray.cancel(ref, force=True)
             self._refs.clear()
-            if store is not None:
-                if self._lease_conn is not None:
-                    await store.pool.release(self._lease_conn)
-                await store.close()
-        self._log.info("execution.actor_exit")
-        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-
-    async def _take_lease(self, store: EventStore) -> None:
-        """Hold the execution's advisory lock on a connection of our own for our lifetime: at
-        most one live runner per execution, across Ray clusters; it is released when this
-        process dies.  If another instance still runs, wait for it to end."""
-        self._lease_conn = await store.pool.acquire()
-        key = execution_lock_key(self.execution_id)
-        if not await self._lease_conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            self._log.warning("execution.waiting_for_lease")
-            await self._lease_conn.execute("SELECT pg_advisory_lock($1)", key)
-        self._log.info("execution.lease_taken")
+            self._cancel.clear()
 
     async def _drive(self, store: EventStore, state: ExecutionState) -> None:
         inflight: dict[tuple[str, str], asyncio.Task[_Outcome]] = {}
@@ -191,7 +218,7 @@ class ExecutionActor:
                 if undo.compensation == "running" and ("undo", sid) not in inflight:
                     inflight[("undo", sid)] = asyncio.create_task(self._compensate(state, sid))
             if not inflight:
-                raise RuntimeError(f"execution {self.execution_id} has nothing to wait for")
+                raise RuntimeError(f"execution {state.execution_id} has nothing to wait for")
             done, _ = await asyncio.wait(inflight.values(), return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 outcome = task.result()
@@ -270,14 +297,14 @@ class ExecutionActor:
 
     def _spec(self, state: ExecutionState, stage: WorkflowStage, attempt: int) -> dict[str, Any]:
         return {
-            "execution_id": self.execution_id,
+            "execution_id": state.execution_id,
             "workflow_id": state.workflow_id,
             "stage_id": stage.id,
             "stage_name": stage.name,
             "attempt": attempt,
             "context": state.context,
             "inputs": upstream_outputs(state, stage.id),
-            "idempotency_key": f"{self.execution_id}:{stage.id}",
+            "idempotency_key": f"{state.execution_id}:{stage.id}",
             "agent_type": stage.agent_type,
             "agent": stage.agent,
             "capabilities": list(stage.capabilities),
@@ -335,7 +362,7 @@ class ExecutionActor:
         await self._wait_until(record.comp_retry_at, never)
         spec = self._spec(state, stage, attempt)
         spec.update(handler=stage.compensation_handler, output=record.output or {},
-                    idempotency_key=f"{self.execution_id}:{stage_id}:compensate")
+                    idempotency_key=f"{state.execution_id}:{stage_id}:compensate")
         self._log.info("compensation.dispatched", stage_id=stage_id, attempt=attempt,
                        handler=stage.compensation_handler)
         output, error, duration = await self._run_task(
@@ -345,39 +372,36 @@ class ExecutionActor:
         return _Outcome("undo", stage_id, attempt, duration, output=output, error=error)
 
 
+POOL_SIZE = int(os.environ.get("WFDAG_POOL_SIZE", "8"))
+IDLE_RECHECK_SECONDS = 2.0
+
+
+def runner_name(index: int) -> str:
+    return f"wfdag-runner-{index}"
+
+
 @cache
 def _actor_remote() -> Any:
     return ray.remote(ExecutionActor)
 
 
-async def spawn_execution_actor(execution_id: str, database_url: str) -> Any:
-    """Start (or find) the execution's actor, named ``wfdag-exec-<id>``, and wait until it runs.
+_pool_ready: set[str] = set()
 
-    An actor of the same name that is just exiting is waited out and replaced.
-    """
-    for _ in range(3):
-        handle = _actor_remote().options(
-            name=actor_name(execution_id),
-            namespace=NAMESPACE,
-            lifetime="detached",
-            max_restarts=MAX_ACTOR_RESTARTS,
-            max_task_retries=-1,
-            num_cpus=0,
-            get_if_exists=True,
-        ).remote(execution_id, database_url)
-        try:
-            await handle.ready.remote()
-            if await handle.accepts.remote():
-                return handle
-        except RayError:
-            continue  # it was exiting; the name is free again
-        # An actor of the same name is exiting: wait for its name to be free.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while loop.time() < deadline:
-            try:
-                ray.get_actor(actor_name(execution_id), namespace=NAMESPACE)
-            except ValueError:
-                break
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"could not start the actor of execution {execution_id}")
+
+async def ensure_pool(database_url: str, size: int | None = None) -> list[Any]:
+    """Start the runners this cluster lacks (``WFDAG_POOL_SIZE``, default 8) and wait for them.
+
+    The pool size is the admission cap: at most that many executions run at once; the rest
+    wait, durably, in ``execution_queue`` (status ``initiated``)."""
+    count = size or POOL_SIZE
+    handles = [
+        _actor_remote().options(
+            name=runner_name(k), namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
+            num_cpus=0, get_if_exists=True,
+        ).remote(database_url, runner_name(k))
+        for k in range(count)
+    ]
+    if database_url not in _pool_ready:
+        await asyncio.gather(*[h.ready.remote() for h in handles])
+        _pool_ready.add(database_url)
+    return handles

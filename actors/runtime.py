@@ -17,6 +17,7 @@ from actors.logs import get_logger
 from definitions import PayloadTooLargeError
 from events import EventStore, connect_pool, resolve_database_url
 from projections import project_executions
+from projections.queue import project_queue
 
 __all__ = [
     "NAMESPACE",
@@ -119,7 +120,7 @@ _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, EventSto
 
 async def new_store(url: str, *, max_size: int = 5) -> EventStore:
     pool = await connect_pool(url, min_size=1, max_size=max_size)
-    return EventStore(pool, projectors=[project_executions])
+    return EventStore(pool, projectors=[project_executions, project_queue])
 
 
 async def get_store(database_url: str | None = None) -> EventStore:

@@ -139,6 +139,21 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        4,
+        """
+        CREATE TABLE execution_queue (
+          execution_id UUID PRIMARY KEY,
+          enqueued_at TIMESTAMPTZ NOT NULL,
+          runner TEXT,
+          claimed_at TIMESTAMPTZ
+        );
+        CREATE INDEX execution_queue_order ON execution_queue (enqueued_at);
+        INSERT INTO execution_queue (execution_id, enqueued_at)
+          SELECT id, started_at FROM workflow_executions
+          WHERE status NOT IN ('completed', 'failed', 'rolled_back');
+        """,
+    ),
 ]
 
 

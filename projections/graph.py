@@ -94,7 +94,7 @@ def to_svg(dag: WorkflowDAG, states: Mapping[str, str] | None = None) -> str:
     box_w, box_h, gap_x, gap_y, pad = 220, 54, 40, 50, 20
     layers = _layers(dag)
     widest = max(len(layer) for layer in layers)
-    width = pad * 2 + widest * box_w + (widest - 1) * gap_x
+    width: float = pad * 2 + widest * box_w + (widest - 1) * gap_x
     legend_w = sum(24 + 7 * len(state) for state in COLOURS)
     label_w = max((7 * len(_label(t)) for t in dag.transitions), default=0)
     width = max(width, (legend_w + 2 * pad) if states else 0, width / 2 + box_w / 2 + label_w)

@@ -87,9 +87,10 @@ async def test_an_event_that_commits_late_is_neither_skipped_nor_applied_twice(
         await late
         await runner.catch_up()
         assert await _seen(pool, seen, [late_id, *early_ids]) == {late_id, *early_ids}
-        assert await runner.catch_up() == 0
-        count = await pool.fetchval(f"SELECT count(*) FROM {seen.table} "
-                                    f"WHERE execution_id = ANY($1::uuid[])", [late_id, *early_ids])
+        # Each first event once (a second apply would have broken the primary key). Runners of
+        # a live pool in this test session may be appending more events to these executions.
+        count = await pool.fetchval(f"SELECT count(*) FROM {seen.table} WHERE seq = 1 AND "
+                                    f"execution_id = ANY($1::uuid[])", [late_id, *early_ids])
         assert count == 6
     finally:
         release.set()  # on any failure, let the held transaction end before closing
@@ -109,8 +110,8 @@ async def test_concurrent_runners_apply_each_event_once(
     assert await _seen(store.pool, seen, ids) == set(ids)
     checkpoint = await store.pool.fetchrow(
         "SELECT events_applied FROM projection_checkpoints WHERE name = $1", seen.name)
-    total = await store.pool.fetchval("SELECT count(*) FROM workflow_events")
-    assert checkpoint["events_applied"] == total
+    applied = await store.pool.fetchval(f"SELECT count(*) FROM {seen.table}")
+    assert checkpoint["events_applied"] == applied
 
 
 async def test_global_order_holds_across_a_power_of_ten_in_transaction_ids(

@@ -1,0 +1,588 @@
+"""wfdag benchmarks: every workload with its floors and its peer, measured in one run.
+
+    python bench/run.py [--quick] [--json FILE] [--only chain,fork_join,replay,append,scale]
+
+Prints a table and writes JSON (default ``bench/results/latest.json``).  Every ``*_vs_*`` key
+is a ratio of two figures measured in this same run, on this machine, against the same
+embedded PostgreSQL; raw figures and the machine's load are in the JSON too.  DBOS Transact is
+the peer when installed (``pip install -e '.[bench]'``); without it the DBOS ratios are null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import psutil  # noqa: E402
+
+from definitions import WorkflowDAG  # noqa: E402
+
+CHAIN_STAGES = 5
+FORK_STAGE_S = 0.2
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def chain_dag() -> WorkflowDAG:
+    ids = [f"s{i}" for i in range(1, CHAIN_STAGES + 1)]
+    return WorkflowDAG.model_validate({
+        "id": "bench-chain-v1", "name": "bench chain", "version": 1, "initial_stage": ids[0],
+        "final_stages": [ids[-1]],
+        "stages": [{"id": s, "name": s, "agent": "actors.agents.builtin:noop",
+                    "timeout_seconds": 30, "retry_config": "NONE"} for s in ids],
+        "transitions": [{"from_stage": a, "to_stage": b} for a, b in itertools.pairwise(ids)],
+    })
+
+
+def fork_dag() -> WorkflowDAG:
+    from definitions import CANONICAL_WORKFLOWS
+
+    data = CANONICAL_WORKFLOWS["parallel-value-lifecycle-v1"].model_dump(mode="json")
+    data["id"] = "bench-fork-join-v1"
+    for stage in data["stages"]:
+        stage.pop("agent_type")
+        stage["agent"] = "actors.agents.builtin:sleep"
+        stage["compensation_handler"] = None
+    return WorkflowDAG.model_validate(data)
+
+
+async def run_many(n: int, in_flight: int, one: Callable[[int], Awaitable[float]]) -> tuple[
+        float, list[float]]:
+    """Run ``one(i)`` n times, ``in_flight`` at once; returns (wall seconds, per-call values)."""
+    gate = asyncio.Semaphore(in_flight)
+    values: list[float] = []
+    done = 0
+
+    async def guarded(i: int) -> None:
+        nonlocal done
+        async with gate:
+            values.append(await one(i))
+            done += 1
+            if done % max(1, n // 5) == 0:
+                log(f"  {done}/{n}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*[guarded(i) for i in range(n)])
+    return time.perf_counter() - started, values
+
+
+# --- chain ------------------------------------------------------------------------------------
+
+async def wfdag_chain(n: int, sequential: int) -> dict[str, float]:
+    from actors import execute_workflow_dag, register_workflow, wait_for_workflow
+
+    await register_workflow(chain_dag())
+
+    async def one(_i: int) -> float:
+        t = time.perf_counter()
+        eid = await execute_workflow_dag("bench-chain-v1", {}, "bench")
+        status = await wait_for_workflow(eid, timeout=600)
+        assert status.status == "completed", status.error_message
+        return time.perf_counter() - t
+
+    for _ in range(3):  # warm-up
+        await one(0)
+    wall, _ = await run_many(n, 10, one)
+    _, lat = await run_many(sequential, 1, one)
+    return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
+
+
+def ray_chain_floor(n: int, sequential: int) -> dict[str, float]:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def step(prev: int) -> int:
+        return prev + 1
+
+    def one() -> float:
+        t = time.perf_counter()
+        ref: Any = 0
+        for _ in range(CHAIN_STAGES):
+            ref = step.remote(ref)
+        ray.get(ref)
+        return time.perf_counter() - t
+
+    for _ in range(5):
+        one()
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda _i: one(), range(n)))
+    wall = time.perf_counter() - t
+    lat = [one() for _ in range(sequential)]
+    return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
+
+
+def dbos_chain(url: str, n: int, sequential: int) -> dict[str, float] | None:
+    try:
+        from dbos import DBOS
+    except ImportError:
+        log("  DBOS is not installed (pip install -e '.[bench]'): skipping the peer")
+        return None
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    DBOS(config={"name": "wfdag-bench", "system_database_url": url,
+                 "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
+
+    @DBOS.step()
+    def step(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def chain(i: int) -> int:
+        for s in range(CHAIN_STAGES):
+            step(s)
+        return i
+
+    DBOS.launch()
+    try:
+        for i in range(5):
+            chain(i)
+        t = time.perf_counter()
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(chain, range(n)))
+        wall = time.perf_counter() - t
+        lat = []
+        for i in range(sequential):
+            s = time.perf_counter()
+            chain(i)
+            lat.append(time.perf_counter() - s)
+        return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
+    finally:
+        DBOS.destroy()
+
+
+EVENTS_PER_CHAIN = 2 + 3 * CHAIN_STAGES  # initiated, per stage started+attempt+completed, end
+TXNS_PER_CHAIN = 2 + CHAIN_STAGES  # initiated; first start; one per stage completion
+
+
+async def asyncpg_append_floor(url: str, n: int) -> dict[str, float]:
+    """Raw asyncpg inserts of the same events into a table of the same shape, one transaction
+    per stage transition, no projection."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS bench_floor_events; CREATE TABLE "
+                           "bench_floor_events (LIKE workflow_events INCLUDING ALL)")
+        payload = json.dumps({"output": {}, "attempt": 1, "duration_ms": 1})
+        batches = [1, 1] + [3] * CHAIN_STAGES
+        t = time.perf_counter()
+        for _ in range(n):
+            eid = str(uuid.uuid4())
+            seq = 0
+            for size in batches:
+                async with conn.transaction():
+                    await conn.executemany(
+                        "INSERT INTO bench_floor_events (execution_id, seq, event_type, "
+                        "stage_id, metadata) VALUES ($1::uuid, $2, 'stage_completed', 's1', "
+                        "$3::jsonb)",
+                        [(eid, seq + k + 1, payload) for k in range(size)])
+                seq += size
+        wall = time.perf_counter() - t
+        return {"events_per_s": n * seq / wall, "executions_per_s": n / wall}
+    finally:
+        await conn.close()
+
+
+# --- append -----------------------------------------------------------------------------------
+
+async def store_append(n: int) -> dict[str, float]:
+    """The event store's append (with its in-transaction projection), same batches as the
+    floor."""
+    from actors.api import _ready_store
+    from events import (
+        StageAttempt,
+        StageCompleted,
+        StageStarted,
+        WorkflowCompleted,
+        WorkflowInitiated,
+    )
+
+    store = await _ready_store()
+    dag = chain_dag().model_dump(mode="json")
+    now = datetime.now(UTC)
+    t = time.perf_counter()
+    for _ in range(n):
+        eid = str(uuid.uuid4())
+        await store.append([WorkflowInitiated(
+            execution_id=eid, seq=1, at=now, workflow_id="bench-chain-v1", workflow_version=1,
+            dag=dag, context={}, user_id="bench")], expected_version=0)
+        await store.append([StageStarted(execution_id=eid, seq=2, at=now, stage_id="s1")],
+                           expected_version=1)
+        seq = 2
+        for i in range(1, CHAIN_STAGES + 1):
+            sid = f"s{i}"
+            batch: list[Any] = [
+                StageAttempt(execution_id=eid, seq=seq + 1, at=now, stage_id=sid, attempt=1,
+                             outcome="succeeded", duration_ms=1),
+                StageCompleted(execution_id=eid, seq=seq + 2, at=now, stage_id=sid, attempt=1,
+                               output={}, duration_ms=1),
+            ]
+            batch.append(StageStarted(execution_id=eid, seq=seq + 3, at=now,
+                                      stage_id=f"s{i + 1}") if i < CHAIN_STAGES else
+                         WorkflowCompleted(execution_id=eid, seq=seq + 3, at=now, duration_ms=5))
+            await store.append(batch, expected_version=seq)
+            seq += 3
+    wall = time.perf_counter() - t
+    return {"events_per_s": n * seq / wall, "executions_per_s": n / wall}
+
+
+# --- fork/join --------------------------------------------------------------------------------
+
+async def fork_join(n: int) -> dict[str, float]:
+    from actors import (
+        execute_workflow_dag,
+        get_execution_events,
+        register_workflow,
+        wait_for_workflow,
+    )
+
+    await register_workflow(fork_dag())
+    critical_path = 4 * FORK_STAGE_S
+
+    async def one(_i: int) -> float:
+        eid = await execute_workflow_dag("bench-fork-join-v1", {"stage_seconds": FORK_STAGE_S},
+                                         "bench")
+        status = await wait_for_workflow(eid, timeout=600)
+        assert status.status == "completed", status.error_message
+        events = await get_execution_events(eid)
+        first = next(e for e in events if e.type == "stage_started")
+        return (events[-1].at - first.at).total_seconds()
+
+    await one(0)
+    _, walls = await run_many(n, 10, one)
+    return {"p50_wall_s": p50(walls), "critical_path_s": critical_path,
+            "over_critical_path": p50(walls) / critical_path}
+
+
+# --- replay and rebuild -----------------------------------------------------------------------
+
+def synthetic_log(eid: str, events_wanted: int) -> list[Any]:
+    """A valid log of about ``events_wanted`` events: a 500-stage chain whose stages each fail
+    a number of attempts before they succeed."""
+    from events import (
+        StageAttempt,
+        StageCompleted,
+        StageStarted,
+        WorkflowCompleted,
+        WorkflowInitiated,
+    )
+
+    stages = 500
+    per_stage = max(3, events_wanted // stages)
+    failures = min(per_stage - 3, 98)
+    ids = [f"st{i}" for i in range(stages)]
+    dag = WorkflowDAG.model_validate({
+        "id": "bench-replay-v1", "name": "replay", "version": 1, "initial_stage": ids[0],
+        "final_stages": [ids[-1]],
+        "stages": [{"id": s, "name": s, "agent": "actors.agents.builtin:noop",
+                    "timeout_seconds": 30,
+                    "retry_config": {"max_attempts": 100, "initial_delay_ms": 0,
+                                     "max_delay_ms": 0}} for s in ids],
+        "transitions": [{"from_stage": a, "to_stage": b} for a, b in itertools.pairwise(ids)],
+    }).model_dump(mode="json")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    out: list[Any] = [WorkflowInitiated(execution_id=eid, seq=1, at=t0,
+                                        workflow_id="bench-replay-v1", workflow_version=1,
+                                        dag=dag, context={}, user_id="bench")]
+
+    def nxt() -> tuple[int, datetime]:
+        return len(out) + 1, t0 + timedelta(milliseconds=len(out))
+
+    error = {"type": "ConnectionError", "message": "reset", "retryable": True,
+             "status_code": None}
+    for sid in ids:
+        seq, at = nxt()
+        out.append(StageStarted(execution_id=eid, seq=seq, at=at, stage_id=sid))
+        for attempt in range(1, failures + 1):
+            seq, at = nxt()
+            out.append(StageAttempt(execution_id=eid, seq=seq, at=at, stage_id=sid,
+                                    attempt=attempt, outcome="failed", duration_ms=1,
+                                    error=error, retry_delay_ms=0, retry_at=at))
+        seq, at = nxt()
+        out.append(StageAttempt(execution_id=eid, seq=seq, at=at, stage_id=sid,
+                                attempt=failures + 1, outcome="succeeded", duration_ms=1))
+        seq, at = nxt()
+        out.append(StageCompleted(execution_id=eid, seq=seq, at=at, stage_id=sid,
+                                  attempt=failures + 1, output={"n": seq}, duration_ms=1))
+    seq, at = nxt()
+    out.append(WorkflowCompleted(execution_id=eid, seq=seq, at=at, duration_ms=len(out)))
+    return out
+
+
+async def replay(events_in_log: int, rebuild_events: int) -> dict[str, float]:
+    from actors.api import _ready_store, rebuild_projections, replay_execution
+    from events import fold
+
+    store = await _ready_store()
+    eid = str(uuid.uuid4())
+    log_events = synthetic_log(eid, events_in_log)
+    for i in range(0, len(log_events), 1000):
+        chunk = log_events[i:i + 1000]
+        await store.append(chunk, expected_version=chunk[0].seq - 1)
+    t = time.perf_counter()
+    snap = await replay_execution(eid)
+    read_and_fold_s = time.perf_counter() - t
+    assert snap.status == "completed" and snap.last_seq == len(log_events)
+    t = time.perf_counter()
+    fold(log_events)
+    fold_only_s = time.perf_counter() - t
+
+    # Grow the log to `rebuild_events` with copies of one realistic chain execution.
+    template = await store.pool.fetch(
+        "SELECT event_type, stage_id, metadata, seq FROM workflow_events WHERE execution_id = "
+        "(SELECT execution_id FROM workflow_events WHERE event_type = 'workflow_completed' "
+        "AND metadata->>'duration_ms' IS NOT NULL LIMIT 1) ORDER BY seq")
+    have = await store.pool.fetchval("SELECT count(*) FROM workflow_events")
+    copies = max(0, (rebuild_events - have) // max(1, len(template)))
+    if copies and template:
+        now = datetime.now(UTC)
+        records = []
+        for _ in range(copies):
+            copy_id = uuid.uuid4()
+            for r in template:
+                records.append((copy_id, r["event_type"], r["stage_id"], r["metadata"],
+                                now, r["seq"]))
+        async with store.pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                "workflow_events", records=records,
+                columns=["execution_id", "event_type", "stage_id", "metadata", "created_at",
+                         "seq"])
+    total = await store.pool.fetchval("SELECT count(*) FROM workflow_events")
+    t = time.perf_counter()
+    rows = await store.pool.fetch(
+        "SELECT execution_id, seq, event_type, stage_id, metadata, created_at "
+        "FROM workflow_events ORDER BY txid, position")
+    scan_s = time.perf_counter() - t
+    assert len(rows) == total
+    t = time.perf_counter()
+    report = await rebuild_projections()
+    rebuild_s = time.perf_counter() - t
+    return {"log_events": len(log_events), "read_and_fold_s": read_and_fold_s,
+            "fold_only_s": fold_only_s, "replay_events_per_s": len(log_events) / read_and_fold_s,
+            "fold_only_events_per_s": len(log_events) / fold_only_s,
+            "rebuild_events": report["events"], "rebuild_s": rebuild_s, "scan_s": scan_s}
+
+
+# --- scale ------------------------------------------------------------------------------------
+
+class PeakRss:
+    """Samples the summed resident memory of this process and every Ray process."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if proc.info["pid"] == os.getpid() or "ray" in cmd.lower() \
+                        or (proc.info["name"] or "").startswith("ray::"):
+                    total += proc.info["memory_info"].rss
+            except (psutil.Error, TypeError):
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def scale(n: int) -> dict[str, float]:
+    from actors import execute_workflow_dag, wait_for_workflow
+
+    with PeakRss() as rss:
+        t = time.perf_counter()
+        ids = await asyncio.gather(*[execute_workflow_dag("bench-chain-v1", {}, "bench")
+                                     for _ in range(n)])
+        log(f"  {n} submitted in {time.perf_counter() - t:.1f}s")
+        statuses = await asyncio.gather(*[wait_for_workflow(i, timeout=1800) for i in ids])
+        wall = time.perf_counter() - t
+    completed = sum(1 for s in statuses if s.status == "completed")
+    return {"submitted": n, "completed": completed, "throughput_per_s": completed / wall,
+            "peak_rss_mb": rss.peak / 2**20}
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "load_1m": round(load[0], 2), "load_5m": round(load[1], 2),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": sys.version.split()[0], "time": datetime.now(UTC).isoformat()}
+
+
+async def create_database(server_url: str, name: str) -> str:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(server_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    sizes = {
+        "chain": (40, 10) if quick else (200, 50),
+        "fork_join": 10 if quick else 50,
+        "replay": (2000, 20_000) if quick else (10_000, 100_000),
+        "append": 50 if quick else 300,
+        "scale": 60 if quick else 1000,
+    }
+    only = set(args.only.split(",")) if args.only else set(sizes)
+    from events.database import embedded_database_url
+
+    tmp = tempfile.mkdtemp(prefix="wfdag-bench-")
+    os.chmod(tmp, 0o755)
+    server = embedded_database_url(Path(tmp) / "pgdata")
+    url = await create_database(server, "wfdag_bench")
+    os.environ["WFDAG_DATABASE_URL"] = url
+    os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
+    from actors import initialize_workflow_system
+    from actors.runtime import ensure_ray
+
+    log("starting Ray and the system…")
+    ensure_ray()
+    await initialize_workflow_system()
+    raw: dict[str, Any] = {}
+    if "chain" in only or "scale" in only:
+        from actors import register_workflow
+
+        await register_workflow(chain_dag())
+    if "chain" in only:
+        n, seq = sizes["chain"]
+        log(f"chain: wfdag, {n} executions 10 in flight, {seq} one at a time")
+        raw["chain_wfdag"] = await wfdag_chain(n, seq)
+        log("chain: bare Ray floor")
+        raw["chain_ray_floor"] = await asyncio.to_thread(ray_chain_floor, n, seq)
+        log("chain: raw asyncpg append floor")
+        raw["chain_asyncpg_floor"] = await asyncpg_append_floor(url, n)
+        log("chain: DBOS Transact peer")
+        dbos_url = await create_database(server, "dbos_bench")
+        raw["chain_dbos"] = await asyncio.to_thread(dbos_chain, dbos_url, n, seq)
+    if "fork_join" in only:
+        log(f"fork_join: {sizes['fork_join']} executions, 10 in flight")
+        raw["fork_join"] = await fork_join(sizes["fork_join"])
+    if "append" in only:
+        log(f"append: {sizes['append']} chains of events through the store, and the floor")
+        raw["append_store"] = await store_append(sizes["append"])
+        raw["append_floor"] = await asyncpg_append_floor(url, sizes["append"])
+    if "replay" in only:
+        log(f"replay: fold of a {sizes['replay'][0]}-event log; rebuild from "
+            f"{sizes['replay'][1]} events")
+        raw["replay"] = await replay(*sizes["replay"])
+    if "scale" in only:
+        log(f"scale: {sizes['scale']} executions submitted at once")
+        raw["scale"] = await scale(sizes["scale"])
+
+    chain = raw.get("chain_wfdag", {})
+    dbos = raw.get("chain_dbos") or {}
+    result: dict[str, Any] = {
+        "chain_throughput_vs_dbos": ratio(chain.get("throughput_per_s"),
+                                          dbos.get("throughput_per_s")),
+        "chain_latency_p50_vs_dbos": ratio(chain.get("latency_p50_ms"),
+                                           dbos.get("latency_p50_ms")),
+        "chain_throughput_vs_ray_floor": ratio(chain.get("throughput_per_s"),
+                                               raw.get("chain_ray_floor", {}).get(
+                                                   "throughput_per_s")),
+        "fork_join_over_critical_path": (round(raw["fork_join"]["over_critical_path"], 3)
+                                         if "fork_join" in raw else None),
+        "replay_fold_events_per_s": (round(raw["replay"]["replay_events_per_s"])
+                                     if "replay" in raw else None),
+        "rebuild_vs_scan": (ratio(raw["replay"]["scan_s"], raw["replay"]["rebuild_s"])
+                            if "replay" in raw else None),
+        "append_vs_floor": ratio(raw.get("append_store", {}).get("events_per_s"),
+                                 raw.get("append_floor", {}).get("events_per_s")),
+        "scale_completed": raw["scale"]["completed"] if "scale" in raw else None,
+        "scale_peak_rss_mb": round(raw["scale"]["peak_rss_mb"]) if "scale" in raw else None,
+        "quick": quick,
+        "raw": raw,
+        "machine": machine(),
+    }
+    return result
+
+
+TARGETS = {
+    "chain_throughput_vs_dbos": ">= 1.0",
+    "chain_latency_p50_vs_dbos": "<= 1.0",
+    "chain_throughput_vs_ray_floor": "(context)",
+    "fork_join_over_critical_path": "<= 1.10",
+    "replay_fold_events_per_s": ">= 100000",
+    "rebuild_vs_scan": ">= 0.5",
+    "append_vs_floor": ">= 0.7",
+    "scale_completed": "all submitted",
+    "scale_peak_rss_mb": "< 4096",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument("--only", help="comma-separated workloads")
+    args = parser.parse_args()
+    result = asyncio.run(main_async(args))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    print(f"\n{'KEY':<32} {'VALUE':>12}  TARGET")
+    for key, target in TARGETS.items():
+        value = result[key]
+        shown = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float)
+                                             else str(value))
+        print(f"{key:<32} {shown:>12}  {target}")
+    print(f"\nraw figures and machine load: {args.json}")
+    import ray
+
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
