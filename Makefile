@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench-quick clean
+.PHONY: run test lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,22 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/wfdag run complete-value-lifecycle-v1 --wait
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py --json bench/results/latest.json
+
+# A smoke test of the benchmark (CI): it must run and write valid JSON; no speed is asserted.
+bench-quick: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py --quick --json bench/results/quick.json
+	$(BIN)/python -c "import json; d = json.load(open('bench/results/quick.json')); \
+	  missing = [k for k in ('chain_throughput_vs_dbos', 'chain_latency_p50_vs_dbos', \
+	  'chain_throughput_vs_ray_floor', 'fork_join_over_critical_path', \
+	  'replay_fold_events_per_s', 'rebuild_vs_scan', 'append_vs_floor', 'scale_completed', \
+	  'scale_peak_rss_mb') if k not in d]; assert not missing, missing; print('bench JSON ok')"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

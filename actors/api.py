@@ -180,7 +180,7 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
 def _pool_ready_reset(url: str) -> None:
     from actors import execution
 
-    execution._pool_ready.discard(url)
+    execution._pool_ready.pop(url, None)
 
 
 async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:
@@ -392,15 +392,32 @@ async def watch_execution(
 
 
 async def wait_for_workflow(execution_id: str, timeout: float | None = None) -> WorkflowStatus:
-    """The status once terminal; :class:`WaitTimeoutError` after ``timeout`` seconds."""
+    """The status once terminal; :class:`WaitTimeoutError` after ``timeout`` seconds.
+
+    Waits on notifications (no polling) and reads the status only when one says the
+    execution may have ended."""
     store = await _ready_store()
-    status = await fetch_status(store.pool, execution_id)
-    if status.terminal:
-        return status
-    async for _event in watch_execution(status.execution_id, after_seq=status.last_seq,
-                                        timeout=timeout):
-        pass
-    return await fetch_status(store.pool, execution_id)
+    eid = parse_execution_id(execution_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    async with store.subscribe(eid) as woken:
+        check = True
+        while True:
+            woken.clear()
+            if check:
+                status = await fetch_status(store.pool, eid)
+                if status.terminal:
+                    return status
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                status = await fetch_status(store.pool, eid)
+                raise WaitTimeoutError(eid, timeout or 0, status.status)
+            wait_for = 10.0 if remaining is None else min(remaining, 10.0)
+            try:
+                await asyncio.wait_for(woken.wait(), wait_for)
+                last = store.last_notified_type(eid)
+                check = last is None or last in TERMINAL_EVENT_TYPES
+            except TimeoutError:
+                check = True  # a safety re-check, should a notification ever be lost
 
 
 async def get_workflow_metrics(workflow_id: str) -> dict[str, Any]:

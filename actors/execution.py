@@ -200,6 +200,19 @@ class ExecutionActor:
                 for event in decision.events:
                     apply(state, event)
                 pending.extend(decision.events)
+            if not state.terminal:
+                # Dispatch before the decision commits: the append and the first task overlap.
+                # A crash in between re-runs the attempt under the same idempotency key, as a
+                # crash during the attempt would; what is recorded once is its completion.
+                for sid in cancel:
+                    self._cancel.setdefault(sid, asyncio.Event()).set()
+                for sid in state.stages_in("running"):
+                    if ("run", sid) not in inflight:
+                        inflight[("run", sid)] = asyncio.create_task(self._attempt(state, sid))
+                for sid, undo in state.stages.items():
+                    if undo.compensation == "running" and ("undo", sid) not in inflight:
+                        inflight[("undo", sid)] = asyncio.create_task(
+                            self._compensate(state, sid))
             if pending:
                 await store.append(pending, expected_version=state.version - len(pending))
                 for event in pending:
@@ -209,14 +222,6 @@ class ExecutionActor:
             if state.terminal:
                 self._log.info("execution.finished", status=state.status)
                 return
-            for sid in cancel:
-                self._cancel.setdefault(sid, asyncio.Event()).set()
-            for sid in state.stages_in("running"):
-                if ("run", sid) not in inflight:
-                    inflight[("run", sid)] = asyncio.create_task(self._attempt(state, sid))
-            for sid, undo in state.stages.items():
-                if undo.compensation == "running" and ("undo", sid) not in inflight:
-                    inflight[("undo", sid)] = asyncio.create_task(self._compensate(state, sid))
             if not inflight:
                 raise RuntimeError(f"execution {state.execution_id} has nothing to wait for")
             done, _ = await asyncio.wait(inflight.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -341,11 +346,15 @@ class ExecutionActor:
             ("run", stage_id), stage, self._spec(state, stage, attempt),
             stage_task_options(state.workflow_id, stage), cancel,
         )
-        after = await registry.record.remote(state.workflow_id, stage_id, error is None,
-                                             admission["token"])
-        seen = {"state": after["state"], "failure_count": after["failure_count"]}
-        if after.get("transition"):
-            seen["transition"] = after["transition"]
+        if error is None and admission["state"] == "closed" and not admission["failure_count"]:
+            # A success against a closed breaker with no failures changes nothing: no call.
+            seen = {"state": "closed", "failure_count": 0}
+        else:
+            after = await registry.record.remote(state.workflow_id, stage_id, error is None,
+                                                 admission["token"])
+            seen = {"state": after["state"], "failure_count": after["failure_count"]}
+            if after.get("transition"):
+                seen["transition"] = after["transition"]
         if error is None:
             log.info("stage.attempt_succeeded", duration_ms=duration)
         else:
@@ -385,7 +394,7 @@ def _actor_remote() -> Any:
     return ray.remote(ExecutionActor)
 
 
-_pool_ready: set[str] = set()
+_pool_ready: dict[str, list[Any]] = {}
 
 
 async def ensure_pool(database_url: str, size: int | None = None) -> list[Any]:
@@ -394,6 +403,9 @@ async def ensure_pool(database_url: str, size: int | None = None) -> list[Any]:
     The pool size is the admission cap: at most that many executions run at once; the rest
     wait, durably, in ``execution_queue`` (status ``initiated``)."""
     count = size or POOL_SIZE
+    ready = _pool_ready.get(database_url)
+    if ready is not None and len(ready) >= count:
+        return ready  # started already: no round trip to Ray on the hot path
     handles = [
         _actor_remote().options(
             name=runner_name(k), namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
@@ -401,7 +413,6 @@ async def ensure_pool(database_url: str, size: int | None = None) -> list[Any]:
         ).remote(database_url, runner_name(k))
         for k in range(count)
     ]
-    if database_url not in _pool_ready:
-        await asyncio.gather(*[h.ready.remote() for h in handles])
-        _pool_ready.add(database_url)
+    await asyncio.gather(*[h.ready.remote() for h in handles])
+    _pool_ready[database_url] = handles
     return handles

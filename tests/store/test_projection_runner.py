@@ -123,19 +123,25 @@ async def test_global_order_holds_across_a_power_of_ten_in_transaction_ids(
     async with store.pool.acquire() as conn:
         await conn.execute(f"ALTER TABLE {seen.table} ADD COLUMN ord BIGSERIAL")
         current = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
-        boundary = 10 ** len(str(current))
-        for _ in range(max(0, boundary - current - 3)):  # burn ids up to just below it
+        boundary = 10 ** len(str(current + 100))
+        for _ in range(max(0, boundary - current - 40)):  # burn ids up to shortly below it
             await conn.fetchval("SELECT pg_current_xact_id()")
     eid = str(uuid.uuid4())
     await store.append([_initiated(eid)], expected_version=0)
-    for seq in range(2, 9):  # these appends straddle the boundary
+    seq = 1
+    last_txid = 0
+    while last_txid < boundary and seq < 400:  # append until the ids have crossed it
+        seq += 1
         await store.append([StageStarted(execution_id=eid, seq=seq, at=NOW,
                                          stage_id="opportunity_research")],
                            expected_version=seq - 1)
+        last_txid = int(await store.pool.fetchval(
+            "SELECT txid::text FROM workflow_events WHERE execution_id = $1::uuid AND seq = $2",
+            eid, seq))
     txids = [int(r[0]) for r in await store.pool.fetch(
         "SELECT txid::text FROM workflow_events WHERE execution_id = $1::uuid ORDER BY seq", eid)]
     assert min(txids) < boundary <= max(txids)
     await ProjectionRunner(store.pool, [seen], batch_size=3).catch_up()
     applied = [r["seq"] for r in await store.pool.fetch(
         f"SELECT seq FROM {seen.table} WHERE execution_id = $1::uuid ORDER BY ord", eid)]
-    assert applied == list(range(1, 9))
+    assert applied == list(range(1, seq + 1))
