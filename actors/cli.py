@@ -16,6 +16,14 @@ __all__ = ["main"]
 
 SEED_CONTEXT = {"userId": "user-123", "organizationId": "org-456", "projectId": "project-789"}
 
+# Standard output carries only wfdag's results (ids, tables, JSON): Ray prints its own warnings
+# to sys.stdout, so main() points sys.stdout at stderr and results go to the real stdout.
+_STDOUT = sys.stdout
+
+
+def _out(*values: object, end: str = "\n") -> None:
+    print(*values, end=end, file=_STDOUT, flush=True)
+
 
 def _load_json_arg(text: str, what: str) -> Any:
     source = text
@@ -68,9 +76,9 @@ async def _cmd_workflows(_args: argparse.Namespace) -> int:
 
     store = await _ready_store()
     dags = await store.list_definitions()
-    print(f"{'ID':<34} {'VER':>3} {'STAGES':>6}  NAME")
+    _out(f"{'ID':<34} {'VER':>3} {'STAGES':>6}  NAME")
     for dag in dags:
-        print(f"{dag.id:<34} {dag.version:>3} {len(dag.stages):>6}  {dag.name}")
+        _out(f"{dag.id:<34} {dag.version:>3} {len(dag.stages):>6}  {dag.name}")
     return 0
 
 
@@ -90,7 +98,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     if report["resumed"]:
         print(f"resumed {len(report['resumed'])} unfinished execution(s)", file=sys.stderr)
     execution_id = await execute_workflow_dag(args.workflow, context, args.user)
-    print(execution_id)
+    _out(execution_id)
     if not args.wait:
         print(f"started; follow it with `wfdag status {execution_id}`. With a local Ray (no "
               f"RAY_ADDRESS) it runs while a wfdag process runs and resumes with the next one",
@@ -99,7 +107,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     async for event in watch_execution(execution_id, timeout=args.timeout):
         print(describe_event(event), file=sys.stderr)
     status = await get_workflow_status(execution_id)
-    print(f"{status.status}" + (f": {status.error_message}" if status.error_message else ""))
+    _out(f"{status.status}" + (f": {status.error_message}" if status.error_message else ""))
     if status.status != "completed":
         print(f"see `wfdag events {execution_id}` for every attempt and error", file=sys.stderr)
         return 1
@@ -111,18 +119,18 @@ async def _cmd_status(args: argparse.Namespace) -> int:
 
     status = await get_workflow_status(args.execution_id)
     if args.json:
-        print(status.model_dump_json(indent=2))
+        _out(status.model_dump_json(indent=2))
         return 0
-    print(f"execution     {status.execution_id}")
-    print(f"workflow      {status.workflow_id} v{status.workflow_version}")
-    print(f"status        {status.status}")
-    print(f"current stage {status.current_stage or '-'}")
-    print(f"started       {status.started_at}")
-    print(f"completed     {status.completed_at or '-'}")
+    _out(f"execution     {status.execution_id}")
+    _out(f"workflow      {status.workflow_id} v{status.workflow_version}")
+    _out(f"status        {status.status}")
+    _out(f"current stage {status.current_stage or '-'}")
+    _out(f"started       {status.started_at}")
+    _out(f"completed     {status.completed_at or '-'}")
     if status.error_message:
-        print(f"error         {status.error_message}")
+        _out(f"error         {status.error_message}")
     steps = status.executed_steps
-    print(f"executed      {len(steps)} stage(s): " + ", ".join(s["stage_id"] for s in steps))
+    _out(f"executed      {len(steps)} stage(s): " + ", ".join(s["stage_id"] for s in steps))
     return 0
 
 
@@ -132,9 +140,9 @@ async def _cmd_events(args: argparse.Namespace) -> int:
     events = await get_execution_events(args.execution_id)
     for event in events:
         if args.json:
-            print(event.model_dump_json())
+            _out(event.model_dump_json())
         else:
-            print(describe_event(event))
+            _out(describe_event(event))
     return 0
 
 
@@ -145,7 +153,7 @@ async def _cmd_rollback(args: argparse.Namespace) -> int:
     print(f"{status.execution_id}: {status.status}", file=sys.stderr)
     if args.wait:
         status = await wait_for_workflow(status.execution_id, timeout=args.timeout)
-    print(status.status + (f": {status.error_message}" if status.error_message else ""))
+    _out(status.status + (f": {status.error_message}" if status.error_message else ""))
     return 0 if status.status in ("rolled_back", "compensating") else 1
 
 
@@ -153,10 +161,10 @@ async def _cmd_retry(args: argparse.Namespace) -> int:
     from actors.api import retry_failed_workflow, wait_for_workflow
 
     new_id = await retry_failed_workflow(args.execution_id, args.user)
-    print(new_id)
+    _out(new_id)
     if args.wait:
         status = await wait_for_workflow(new_id, timeout=args.timeout)
-        print(status.status + (f": {status.error_message}" if status.error_message else ""))
+        _out(status.status + (f": {status.error_message}" if status.error_message else ""))
         return 0 if status.status == "completed" else 1
     return 0
 
@@ -172,19 +180,19 @@ async def _cmd_breakers(args: argparse.Namespace) -> int:
         if not args.workflow or not args.stage:
             raise SystemExit("error: usage: wfdag breakers reset WORKFLOW STAGE")
         status = await reset_workflow_circuit_breaker(args.workflow, args.stage)
-        print(f"{status.workflow_id}:{status.stage_id} reset: {status.state}, "
+        _out(f"{status.workflow_id}:{status.stage_id} reset: {status.state}, "
               f"{status.failure_count} failures")
         return 0
     if args.action is not None:
         raise SystemExit(f"error: unknown breakers action {args.action!r}; use 'reset'")
     breakers = await list_circuit_breakers()
     if not breakers:
-        print("no circuit breaker has recorded a failure yet")
+        _out("no circuit breaker has recorded a failure yet")
         return 0
-    print(f"{'WORKFLOW:STAGE':<52} {'STATE':<9} {'FAILS':>5}  {'OPENED':<25} HALF-OPENS")
+    _out(f"{'WORKFLOW:STAGE':<52} {'STATE':<9} {'FAILS':>5}  {'OPENED':<25} HALF-OPENS")
     for b in breakers:
         key = f"{b.workflow_id}:{b.stage_id}"
-        print(f"{key:<52} {b.state:<9} {b.failure_count:>3}/{b.failure_threshold:<1}  "
+        _out(f"{key:<52} {b.state:<9} {b.failure_count:>3}/{b.failure_threshold:<1}  "
               f"{_fmt_opt(b.opened_at):<25} {_fmt_opt(b.next_attempt_at)}")
     return 0
 
@@ -206,26 +214,26 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     if args.until is not None:
         snap = await replay_execution(args.execution_id, args.until)
         if args.json:
-            print(snap.model_dump_json(indent=2))
+            _out(snap.model_dump_json(indent=2))
             return 0
-        print(f"state of {snap.execution_id} ({snap.workflow_id}) after event {snap.last_seq}:")
-        print(f"  status       {snap.status}")
+        _out(f"state of {snap.execution_id} ({snap.workflow_id}) after event {snap.last_seq}:")
+        _out(f"  status       {snap.status}")
         for label, items in (("completed", snap.completed_stages), ("running", snap.running_stages),
                              ("failed", snap.failed_stages), ("skipped", snap.skipped_stages),
                              ("cancelled", snap.cancelled_stages),
                              ("compensated", snap.compensated_stages)):
-            print(f"  {label:<12} {_fmt_list(items)}")
+            _out(f"  {label:<12} {_fmt_list(items)}")
         tried = {s: n for s, n in snap.attempts.items() if n}
-        print(f"  attempts     {', '.join(f'{s}={n}' for s, n in tried.items()) or '-'}")
+        _out(f"  attempts     {', '.join(f'{s}={n}' for s, n in tried.items()) or '-'}")
         if snap.error_message:
-            print(f"  error        {snap.error_message}")
+            _out(f"  error        {snap.error_message}")
         return 0
     for event, snap in await replay_history(args.execution_id):
         if args.json:
-            print(json.dumps({"seq": event.seq, "type": event.type,
+            _out(json.dumps({"seq": event.seq, "type": event.type,
                               "state": snap.model_dump(mode="json")}))
         else:
-            print(f"{event.seq:>4} {event.type:<24} {event.stage_id or '-':<26} "
+            _out(f"{event.seq:>4} {event.type:<24} {event.stage_id or '-':<26} "
                   f"{_describe_snapshot(snap)}")
     return 0
 
@@ -288,7 +296,7 @@ async def _cmd_validate(args: argparse.Namespace) -> int:
         for error in result.errors:
             print(f"  - {error}", file=sys.stderr)
         return 1
-    print(f"{path}: workflow {dag.id!r} v{dag.version} is valid "
+    _out(f"{path}: workflow {dag.id!r} v{dag.version} is valid "
           f"({len(dag.stages)} stages, {len(dag.transitions)} transitions)")
     return 0
 
@@ -341,9 +349,9 @@ async def _cmd_graph(args: argparse.Namespace) -> int:
             fh.write(text)
         print(f"wrote {args.output}", file=sys.stderr)
     elif isinstance(text, bytes):
-        sys.stdout.buffer.write(text)
+        _STDOUT.buffer.write(text)
     else:
-        print(text, end="")
+        _out(text, end="")
     return 0
 
 
@@ -356,23 +364,23 @@ async def _cmd_metrics(args: argparse.Namespace) -> int:
         workflow_ids = [d.id for d in await (await _ready_store()).list_definitions()]
     reports = [await get_workflow_metrics(w) for w in workflow_ids]
     if args.json:
-        print(json.dumps(reports[0] if args.workflow else reports, indent=2))
+        _out(json.dumps(reports[0] if args.workflow else reports, indent=2))
         return 0
-    print(f"{'WORKFLOW':<34} {'TOTAL':>5} {'OK':>4} {'FAIL':>4} {'RB':>3} {'SUCCESS':>7} "
+    _out(f"{'WORKFLOW':<34} {'TOTAL':>5} {'OK':>4} {'FAIL':>4} {'RB':>3} {'SUCCESS':>7} "
           f"{'AVG ms':>9} {'P95 ms':>9} {'COMP':>4} {'OPENS':>5}")
     for r in reports:
         avg = f"{r['avg_duration_ms']:.0f}" if r["avg_duration_ms"] is not None else "-"
         p95 = f"{r['p95_duration_ms']:.0f}" if r["p95_duration_ms"] is not None else "-"
-        print(f"{r['workflow_id']:<34} {r['total']:>5} {r['completed']:>4} {r['failed']:>4} "
+        _out(f"{r['workflow_id']:<34} {r['total']:>5} {r['completed']:>4} {r['failed']:>4} "
               f"{r['rolled_back']:>3} {r['success_rate']:>7.1%} {avg:>9} {p95:>9} "
               f"{r['compensations']:>4} {r['breaker_opens']:>5}")
         if args.workflow:
-            print(f"\n  {'STAGE':<32} {'RUNS':>5} {'AVG ms':>9} {'P95 ms':>9} "
+            _out(f"\n  {'STAGE':<32} {'RUNS':>5} {'AVG ms':>9} {'P95 ms':>9} "
                   f"{'RETRIES':>7} {'FAILS':>5}")
             for sid, s in r["stages"].items():
                 s_avg = f"{s['avg_duration_ms']:.0f}" if s["avg_duration_ms"] is not None else "-"
                 s_p95 = f"{s['p95_duration_ms']:.0f}" if s["p95_duration_ms"] is not None else "-"
-                print(f"  {sid:<32} {s['runs']:>5} {s_avg:>9} {s_p95:>9} {s['retries']:>7} "
+                _out(f"  {sid:<32} {s['runs']:>5} {s_avg:>9} {s_p95:>9} {s['retries']:>7} "
                       f"{s['failures']:>5}")
     return 0
 
@@ -382,7 +390,7 @@ async def _cmd_projections(args: argparse.Namespace) -> int:
 
     print("rebuilding the read models from the log (appends wait meanwhile)…", file=sys.stderr)
     report = await rebuild_projections()
-    print(f"rebuilt from {report['events']} events: {report['executions']} executions")
+    _out(f"rebuilt from {report['events']} events: {report['executions']} executions")
     return 0
 
 
@@ -395,7 +403,7 @@ async def _cmd_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
     execution_id = await import_execution(lines)
-    print(f"imported {len(lines)} events of execution {execution_id}")
+    _out(f"imported {len(lines)} events of execution {execution_id}")
     return 0
 
 
@@ -492,7 +500,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _STDOUT
     args = build_parser().parse_args(argv)
+    _STDOUT = sys.stdout
+    sys.stdout = sys.stderr
     try:
         return asyncio.run(_run(args))
     except WfdagError as exc:
@@ -501,6 +512,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; executions carry on in their actors", file=sys.stderr)
         return 130
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # while stray prints still go to stderr
+        sys.stdout = _STDOUT
 
 
 if __name__ == "__main__":

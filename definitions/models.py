@@ -200,6 +200,17 @@ class WorkflowDAG(BaseModel):
     def outgoing(self, stage_id: str) -> list[Transition]:
         return self._outgoing.get(stage_id, [])
 
+    def ancestors(self, stage_id: str) -> set[str]:
+        """Every stage with a path of transitions to ``stage_id``."""
+        seen: set[str] = set()
+        todo = [stage_id]
+        while todo:
+            for transition in self.incoming(todo.pop()):
+                if transition.from_stage not in seen:
+                    seen.add(transition.from_stage)
+                    todo.append(transition.from_stage)
+        return seen
+
     def reachable(self) -> list[str]:
         """Stage ids reachable from the initial stage, in definition order."""
         seen = {self.initial_stage} if self.initial_stage in self._by_id else set()

@@ -38,17 +38,6 @@ def _find_cycle(dag: WorkflowDAG) -> list[str] | None:
     return None
 
 
-def _ancestors(dag: WorkflowDAG, stage_id: str) -> set[str]:
-    seen: set[str] = set()
-    todo = [stage_id]
-    while todo:
-        for transition in dag.incoming(todo.pop()):
-            if transition.from_stage not in seen:
-                seen.add(transition.from_stage)
-                todo.append(transition.from_stage)
-    return seen
-
-
 def validate_workflow_dag(dag: WorkflowDAG) -> ValidationResult:
     """Check a parsed definition's graph; ``valid`` is false when any error is found.
 
@@ -83,8 +72,8 @@ def validate_workflow_dag(dag: WorkflowDAG) -> ValidationResult:
         if condition is not None and condition.stage is not None:
             if condition.stage not in known:
                 errors.append(f"{where} has a condition on unknown stage {condition.stage!r}")
-            elif transition.to_stage in known and condition.stage not in _ancestors(
-                dag, transition.to_stage
+            elif transition.to_stage in known and condition.stage not in dag.ancestors(
+                transition.to_stage
             ):
                 errors.append(
                     f"{where} has a condition on stage {condition.stage!r}, which does not run "

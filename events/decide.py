@@ -123,14 +123,7 @@ def _incoming_verdict(
 
 def upstream_outputs(state: ExecutionState, stage_id: str) -> dict[str, dict[str, Any]]:
     """Outputs of the completed stages upstream of ``stage_id`` (all ancestors), by stage id."""
-    dag = state.require_dag()
-    seen: set[str] = set()
-    todo = [stage_id]
-    while todo:
-        for transition in dag.incoming(todo.pop()):
-            if transition.from_stage not in seen:
-                seen.add(transition.from_stage)
-                todo.append(transition.from_stage)
+    seen = state.require_dag().ancestors(stage_id)
     return {sid: state.stages[sid].output or {} for sid in state.completion_order if sid in seen}
 
 

@@ -71,7 +71,9 @@ async def test_cli_status_and_events_of_an_execution() -> None:
 def test_cli_run_wait_shows_progress_and_succeeds(database_url: str) -> None:
     result = wfdag("run", "opportunity-discovery-v1", "--wait", "--timeout", "90")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "completed"
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[1] == "completed", "stdout: the id, then the status only"
+    uuid.UUID(lines[0])
     assert result.stderr.count("stage_completed") == 3
 
 
