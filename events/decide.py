@@ -249,6 +249,35 @@ def _retry_delay(
     return None
 
 
+def _ended(
+    state: ExecutionState, stage_id: str, kinds: tuple[type[Any], type[Any], type[Any]], *,
+    attempt: int, now: datetime, duration_ms: int, output: dict[str, Any] | None,
+    error: dict[str, Any] | None, rng: random.Random | None, extra: dict[str, Any],
+) -> list[Event]:
+    """An attempt's end: succeeded; failed with a retry scheduled; or failed for good."""
+    ended, succeeded, gave_up = kinds
+    common: dict[str, Any] = {"execution_id": state.execution_id, "at": now,
+                              "stage_id": stage_id}
+    seq = state.version
+    if error is None:
+        return [
+            ended(**common, **extra, seq=seq + 1, attempt=attempt, outcome="succeeded",
+                  duration_ms=duration_ms),
+            succeeded(**common, seq=seq + 2, attempt=attempt, output=output or {},
+                      duration_ms=duration_ms),
+        ]
+    delay = _retry_delay(state, stage_id, attempt, error, rng)
+    if delay is not None:
+        return [ended(**common, **extra, seq=seq + 1, attempt=attempt, outcome="failed",
+                      duration_ms=duration_ms, error=error, retry_delay_ms=delay,
+                      retry_at=now + timedelta(milliseconds=delay))]
+    return [
+        ended(**common, **extra, seq=seq + 1, attempt=attempt, outcome="failed",
+              duration_ms=duration_ms, error=error),
+        gave_up(**common, seq=seq + 2, attempts=attempt, error=error),
+    ]
+
+
 def attempt_events(
     state: ExecutionState,
     stage_id: str,
@@ -268,35 +297,19 @@ def attempt_events(
     recorded, so a restarted actor waits out the same delay instead of drawing a new one.
     Once another stage has failed, a failed attempt is not retried: the stage is cancelled.
     """
-    eid = state.execution_id
-    seq = state.version
-    common: dict[str, Any] = {"execution_id": eid, "at": now, "stage_id": stage_id}
-    if error is None:
-        return [
-            StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="succeeded",
-                         duration_ms=duration_ms, breaker=breaker),
-            StageCompleted(**common, seq=seq + 2, attempt=attempt, output=output or {},
-                           duration_ms=duration_ms),
-        ]
     failing = [sid for sid in state.stages_in("failed") if sid != stage_id]
-    if failing:
+    if error is not None and failing:
+        common: dict[str, Any] = {"execution_id": state.execution_id, "at": now,
+                                  "stage_id": stage_id}
         return [
-            StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
+            StageAttempt(**common, seq=state.version + 1, attempt=attempt, outcome="failed",
                          duration_ms=duration_ms, error=error, breaker=breaker),
-            StageCancelled(**common, seq=seq + 2, reason=f"stage {failing[0]} failed"),
+            StageCancelled(**common, seq=state.version + 2,
+                           reason=f"stage {failing[0]} failed"),
         ]
-    delay = _retry_delay(state, stage_id, attempt, error, rng)
-    if delay is not None:
-        return [
-            StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
-                         duration_ms=duration_ms, error=error, breaker=breaker,
-                         retry_delay_ms=delay, retry_at=now + timedelta(milliseconds=delay)),
-        ]
-    return [
-        StageAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
-                     duration_ms=duration_ms, error=error, breaker=breaker),
-        StageFailed(**common, seq=seq + 2, attempts=attempt, error=error),
-    ]
+    return _ended(state, stage_id, (StageAttempt, StageCompleted, StageFailed),
+                  attempt=attempt, now=now, duration_ms=duration_ms, output=output,
+                  error=error, rng=rng, extra={"breaker": breaker})
 
 
 def compensation_events(
@@ -312,25 +325,7 @@ def compensation_events(
 ) -> list[Event]:
     """Like :func:`attempt_events`, for one attempt of a stage's compensation handler (which
     runs under the stage's retry config)."""
-    eid = state.execution_id
-    seq = state.version
-    common: dict[str, Any] = {"execution_id": eid, "at": now, "stage_id": stage_id}
-    if error is None:
-        return [
-            CompensationAttempt(**common, seq=seq + 1, attempt=attempt, outcome="succeeded",
-                                duration_ms=duration_ms),
-            CompensationCompleted(**common, seq=seq + 2, attempt=attempt, output=output or {},
-                                  duration_ms=duration_ms),
-        ]
-    delay = _retry_delay(state, stage_id, attempt, error, rng)
-    if delay is not None:
-        return [
-            CompensationAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
-                                duration_ms=duration_ms, error=error, retry_delay_ms=delay,
-                                retry_at=now + timedelta(milliseconds=delay)),
-        ]
-    return [
-        CompensationAttempt(**common, seq=seq + 1, attempt=attempt, outcome="failed",
-                            duration_ms=duration_ms, error=error),
-        CompensationFailed(**common, seq=seq + 2, attempts=attempt, error=error),
-    ]
+    return _ended(state, stage_id,
+                  (CompensationAttempt, CompensationCompleted, CompensationFailed),
+                  attempt=attempt, now=now, duration_ms=duration_ms, output=output,
+                  error=error, rng=rng, extra={})

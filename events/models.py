@@ -67,13 +67,10 @@ class StageStarted(_EventBase):
     stage_id: str
 
 
-class StageAttempt(_EventBase):
-    """One attempt ended: its outcome, its error, and (when retried) the delay chosen.
+class _AttemptEnded(_EventBase):
+    """One attempt (of a stage's agent, or of its compensation handler) ended: its outcome,
+    its error, and (when retried) the delay chosen and the time of the next attempt."""
 
-    ``breaker`` is the stage's circuit breaker as this attempt met it (state, failure count,
-    and ``transition`` when this attempt's result moved it)."""
-
-    type: Literal["stage_attempt"] = "stage_attempt"
     stage_id: str
     attempt: int = Field(ge=1)
     outcome: Literal["succeeded", "failed"]
@@ -81,24 +78,37 @@ class StageAttempt(_EventBase):
     error: dict[str, Any] | None = None
     retry_delay_ms: int | None = None
     retry_at: datetime | None = None
-    breaker: dict[str, Any] | None = None
 
 
-class StageCompleted(_EventBase):
-    type: Literal["stage_completed"] = "stage_completed"
+class _Succeeded(_EventBase):
     stage_id: str
     attempt: int = Field(ge=1)
     output: dict[str, Any]
     duration_ms: int = Field(ge=0)
 
 
-class StageFailed(_EventBase):
-    """The stage gave up: out of attempts, or a non-retryable error."""
+class _GaveUp(_EventBase):
+    """Out of attempts, or a non-retryable error."""
 
-    type: Literal["stage_failed"] = "stage_failed"
     stage_id: str
     attempts: int = Field(ge=1)
     error: dict[str, Any]
+
+
+class StageAttempt(_AttemptEnded):
+    """``breaker`` is the stage's circuit breaker as this attempt met it (state, failure count,
+    and ``transition`` when this attempt's result moved it)."""
+
+    type: Literal["stage_attempt"] = "stage_attempt"
+    breaker: dict[str, Any] | None = None
+
+
+class StageCompleted(_Succeeded):
+    type: Literal["stage_completed"] = "stage_completed"
+
+
+class StageFailed(_GaveUp):
+    type: Literal["stage_failed"] = "stage_failed"
 
 
 class StageSkipped(_EventBase):
@@ -137,34 +147,18 @@ class CompensationStarted(_EventBase):
     handler: str
 
 
-class CompensationAttempt(_EventBase):
-    """One attempt of a compensation handler ended (same shape as ``stage_attempt``)."""
-
+class CompensationAttempt(_AttemptEnded):
     type: Literal["compensation_attempt"] = "compensation_attempt"
-    stage_id: str
-    attempt: int = Field(ge=1)
-    outcome: Literal["succeeded", "failed"]
-    duration_ms: int = Field(ge=0)
-    error: dict[str, Any] | None = None
-    retry_delay_ms: int | None = None
-    retry_at: datetime | None = None
 
 
-class CompensationCompleted(_EventBase):
+class CompensationCompleted(_Succeeded):
     type: Literal["compensation_completed"] = "compensation_completed"
-    stage_id: str
-    attempt: int = Field(ge=1)
-    output: dict[str, Any]
-    duration_ms: int = Field(ge=0)
 
 
-class CompensationFailed(_EventBase):
+class CompensationFailed(_GaveUp):
     """A handler gave up; what was done by the stage may still be in place."""
 
     type: Literal["compensation_failed"] = "compensation_failed"
-    stage_id: str
-    attempts: int = Field(ge=1)
-    error: dict[str, Any]
 
 
 class WorkflowRolledBack(_EventBase):
