@@ -217,21 +217,36 @@ def _check_user(user_id: Any) -> str:
     return user_id
 
 
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5f0c6a2e-9d1b-4f53-8f0e-6b3c2a7d9e41")
+
+
 async def _start(
     store: EventStore, dag: dict[str, Any], context: dict[str, Any], user_id: str,
-    *, retry_of: str | None = None,
+    *, retry_of: str | None = None, idempotency_key: str | None = None,
 ) -> str:
-    execution_id = str(uuid.uuid4())
-    await store.append(
-        [
-            WorkflowInitiated(
-                execution_id=execution_id, seq=1, at=datetime.now(UTC), workflow_id=dag["id"],
-                workflow_version=dag["version"], dag=dag, context=context, user_id=user_id,
-                retry_of=retry_of,
-            )
-        ],
-        expected_version=0,
-    )
+    if idempotency_key is None:
+        execution_id = str(uuid.uuid4())
+    else:
+        # The same key for the same workflow always names the same execution: concurrent
+        # starts race on UNIQUE(execution_id, seq), one writes, all return its id.
+        execution_id = str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{dag['id']}\n{idempotency_key}"))
+    try:
+        await store.append(
+            [
+                WorkflowInitiated(
+                    execution_id=execution_id, seq=1, at=datetime.now(UTC),
+                    workflow_id=dag["id"], workflow_version=dag["version"], dag=dag,
+                    context=context, user_id=user_id, retry_of=retry_of,
+                    idempotency_key=idempotency_key,
+                )
+            ],
+            expected_version=0,
+        )
+    except ConcurrencyError:
+        if idempotency_key is None:
+            raise
+        get_logger(execution_id=execution_id).info("execution.start_deduplicated")
+        return execution_id
     get_logger(execution_id=execution_id).info(
         "execution.initiated", workflow_id=dag["id"], version=dag["version"], retry_of=retry_of
     )
@@ -246,14 +261,21 @@ async def execute_workflow_dag(
     user_id: str,
     *,
     version: int | None = None,
+    idempotency_key: str | None = None,
 ) -> str:
-    """Start an execution; returns its id once ``workflow_initiated`` is durable and its actor
-    runs.  Unknown workflow or a context that is not a JSON object → an error, nothing written."""
+    """Start an execution; returns its id once ``workflow_initiated`` is durable and the pool
+    of execution actors runs.  Unknown workflow or a context that is not a JSON object → an
+    error, nothing written.  With ``idempotency_key``, every call with the same key for the
+    same workflow (concurrent ones too) starts at most one execution and returns its id."""
     _check_user(user_id)
     ctx = _check_context(context)
+    if idempotency_key is not None and (not isinstance(idempotency_key, str)
+                                        or not 0 < len(idempotency_key) <= 500):
+        raise InvalidContextError("idempotency_key must be a string of 1 to 500 characters")
     store = await _ready_store()
     dag = await store.get_definition(workflow_id, version)
-    return await _start(store, dag.model_dump(mode="json"), ctx, user_id)
+    return await _start(store, dag.model_dump(mode="json"), ctx, user_id,
+                        idempotency_key=idempotency_key)
 
 
 async def rollback_workflow(execution_id: str, user_id: str) -> WorkflowStatus:

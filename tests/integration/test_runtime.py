@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -215,7 +216,8 @@ async def _row_counts(database_url: str) -> tuple[int, int]:
     ],
 )
 async def test_bad_input_is_refused_and_nothing_is_written(
-    database_url: str, workflow: str, context: object, error: type[Exception], match: str
+    database_url: str, store: EventStore, workflow: str, context: object,
+    error: type[Exception], match: str,
 ) -> None:
     before = await _row_counts(database_url)
     with pytest.raises(error, match=match):
@@ -286,3 +288,22 @@ async def test_more_concurrent_waiters_than_pool_connections_all_return() -> Non
     statuses = await asyncio.wait_for(
         asyncio.gather(*[wait_for_workflow(eid, timeout=60) for eid in ids]), timeout=90)
     assert [s.status for s in statuses] == ["completed"] * 12
+
+
+async def test_idempotent_start_twenty_concurrent_callers_one_execution(store: EventStore) -> None:
+    key = f"order-{uuid.uuid4().hex}"
+    ids = await asyncio.gather(*[
+        execute_workflow_dag("opportunity-discovery-v1", {"projectId": "idem"}, "t",
+                             idempotency_key=key) for _ in range(20)])
+    assert len(set(ids)) == 1
+    eid = ids[0]
+    assert (await wait_for_workflow(eid, timeout=60)).status == "completed"
+    initiated = await store.pool.fetchval(
+        "SELECT count(*) FROM workflow_events WHERE execution_id = $1::uuid "
+        "AND event_type = 'workflow_initiated'", eid)
+    assert initiated == 1
+    again = await execute_workflow_dag("opportunity-discovery-v1", {}, "t", idempotency_key=key)
+    assert again == eid  # later calls too
+    other = await execute_workflow_dag("target-value-commit-v1", {}, "t", idempotency_key=key)
+    assert other != eid  # a key is scoped to its workflow
+    await wait_for_workflow(other, timeout=60)
