@@ -172,15 +172,8 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
                         eid, row["started_at"])
                     log.info("execution.resumed", execution_id=eid)
                     resumed.append(eid)
-    _pool_ready_reset(url)
-    handles = await ensure_pool(url)
+    handles = await ensure_pool(url, refresh=True)
     return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed, "pool": len(handles)}
-
-
-def _pool_ready_reset(url: str) -> None:
-    from actors import execution
-
-    execution._pool_ready.pop(url, None)
 
 
 async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:

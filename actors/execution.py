@@ -397,13 +397,16 @@ def _actor_remote() -> Any:
 _pool_ready: dict[str, list[Any]] = {}
 
 
-async def ensure_pool(database_url: str, size: int | None = None) -> list[Any]:
+async def ensure_pool(
+    database_url: str, size: int | None = None, *, refresh: bool = False
+) -> list[Any]:
     """Start the runners this cluster lacks (``WFDAG_POOL_SIZE``, default 8) and wait for them.
 
     The pool size is the admission cap: at most that many executions run at once; the rest
-    wait, durably, in ``execution_queue`` (status ``initiated``)."""
+    wait, durably, in ``execution_queue`` (status ``initiated``).  ``refresh`` looks again
+    instead of trusting the handles of a pool seen ready before (a runner may have died)."""
     count = size or POOL_SIZE
-    ready = _pool_ready.get(database_url)
+    ready = None if refresh else _pool_ready.get(database_url)
     if ready is not None and len(ready) >= count:
         return ready  # started already: no round trip to Ray on the hot path
     handles = [

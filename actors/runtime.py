@@ -21,7 +21,6 @@ from projections.queue import project_queue
 
 __all__ = [
     "NAMESPACE",
-    "actor_name",
     "ensure_ray",
     "get_database_url",
     "get_store",
@@ -33,10 +32,6 @@ __all__ = [
 NAMESPACE = "wfdag"
 WARM_WORKERS = int(os.environ.get("WFDAG_WARM_WORKERS", "12"))
 T = TypeVar("T")
-
-
-def actor_name(execution_id: str) -> str:
-    return f"wfdag-exec-{execution_id}"
 
 
 def max_payload_bytes() -> int:
