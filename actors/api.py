@@ -23,7 +23,7 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from actors.breakers import BreakerStatus, breaker_key, breaker_registry
-from actors.execution import ensure_pool
+from actors.execution import MAX_RECOVERIES, dead_letter, ensure_pool
 from actors.logs import get_logger
 from actors.projector import ensure_projector
 from actors.runtime import (
@@ -53,6 +53,7 @@ from events import (
     ExecutionState,
     RollbackRequested,
     WorkflowInitiated,
+    execution_lock_key,
     fold,
     lease_is_free,
     migrate,
@@ -67,7 +68,7 @@ from projections import (
     workflow_metrics,
 )
 from projections import rebuild_projections as _rebuild
-from projections.queue import runner_of
+from projections.queue import QUEUE_CHANNEL, Claim, runner_of
 
 __all__ = [
     "BreakerStatus",
@@ -143,37 +144,55 @@ async def _ready_store() -> EventStore:
 
 async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
     """Apply migrations, register the canonical workflows, start (or complete) this cluster's
-    pool of execution actors and its projection actor, and resume every execution that is in
-    progress but has no live runner: no process anywhere holds its lease (the advisory lock
-    its runner holds), so the pool adopts it from the queue.  Idempotent; safe from two
-    drivers at once.
+    pool of execution actors and its projection actor, and run the recovery sweep.
 
-    Returns ``{"workflows": [...ids], "resumed": [...execution ids], "pool": size}``.
+    The sweep looks at every execution that has not ended and that no live runner drives (no
+    process anywhere holds its lease — the advisory lock its runner holds): one that was
+    adopted more than ``WFDAG_MAX_RECOVERIES`` times already (its runners kept dying on it) is
+    dead-lettered — failed, with the reason; every other one is (re)queued, and the pool adopts
+    it.  Idempotent; safe from two drivers at once.
+
+    Returns ``{"workflows": [...ids], "resumed": [...ids], "dead_lettered": [...ids],
+    "pool": size}``.
     """
     log = get_logger()
     _schema_ready.discard(get_database_url())
     store = await _ready_store()
     ensure_ray()
     url = get_database_url()
+    handles = await ensure_pool(url, refresh=True)
     await ensure_projector(url).ready.remote()
     resumed: list[str] = []
+    dead: list[str] = []
     if resume:
         async with store.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT id, started_at FROM workflow_executions WHERE status = ANY($1::text[]) "
-                "ORDER BY started_at", list(_ACTIVE))
+                "SELECT e.id, e.started_at, q.claims, q.last_error FROM workflow_executions e "
+                "LEFT JOIN execution_queue q ON q.execution_id = e.id "
+                "WHERE e.status = ANY($1::text[]) ORDER BY e.started_at", list(_ACTIVE))
             for row in rows:
                 eid = str(row["id"])
-                if await lease_is_free(conn, eid):
+                key = execution_lock_key(eid)
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    continue  # a live runner drives it
+                try:
+                    claims = row["claims"] or 0
+                    if claims > MAX_RECOVERIES:
+                        if await dead_letter(store, Claim(eid, claims + 1, row["last_error"])):
+                            dead.append(eid)
+                        continue
                     # Make sure it is queued (an execution from before the queue existed).
                     await conn.execute(
                         "INSERT INTO execution_queue (execution_id, enqueued_at) VALUES "
                         "($1::uuid, $2) ON CONFLICT (execution_id) DO NOTHING",
                         eid, row["started_at"])
-                    log.info("execution.resumed", execution_id=eid)
+                    await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, eid)
+                    log.info("execution.resumed", execution_id=eid, recoveries=claims)
                     resumed.append(eid)
-    handles = await ensure_pool(url, refresh=True)
-    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed, "pool": len(handles)}
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed,
+            "dead_lettered": dead, "pool": len(handles)}
 
 
 async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:

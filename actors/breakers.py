@@ -30,6 +30,7 @@ from aiobreaker.storage.memory import CircuitMemoryStorage
 from pydantic import BaseModel, ConfigDict
 
 from actors.logs import get_logger
+from actors.metrics import record_breaker_state
 from actors.runtime import NAMESPACE
 from events import EventStore
 
@@ -263,6 +264,7 @@ class BreakerRegistry:
         after = (breaker.state, breaker.failure_count)
         if after == before:
             return
+        record_breaker_state(breaker.workflow_id, breaker.stage_id, breaker.state)
         store = await self._db()
         key = breaker_key(breaker.workflow_id, breaker.stage_id)
         async with store.pool.acquire() as conn, conn.transaction():

@@ -407,6 +407,35 @@ async def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_recover(args: argparse.Namespace) -> int:
+    from actors.api import initialize_workflow_system
+
+    print("recovery sweep: executions no live execution actor drives…", file=sys.stderr)
+    report = await initialize_workflow_system()
+    if args.json:
+        _out(json.dumps({k: report[k] for k in ("resumed", "dead_lettered", "pool")}))
+        return 0
+    for eid in report["resumed"]:
+        _out(f"resumed       {eid}")
+    for eid in report["dead_lettered"]:
+        _out(f"dead-lettered {eid}")
+    print(f"{len(report['resumed'])} resumed, {len(report['dead_lettered'])} dead-lettered, "
+          f"{report['pool']} execution actors; see `wfdag status ID` for each"
+          + (" (a dead-lettered one says why and what to do next)"
+             if report["dead_lettered"] else ""), file=sys.stderr)
+    return 0
+
+
+async def _cmd_wait(args: argparse.Namespace) -> int:
+    from actors.api import get_workflow_status, watch_execution
+
+    async for event in watch_execution(args.execution_id, timeout=args.timeout):
+        print(describe_event(event), file=sys.stderr)
+    status = await get_workflow_status(args.execution_id)
+    _out(f"{status.status}" + (f": {status.error_message}" if status.error_message else ""))
+    return 0 if status.status == "completed" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfdag", description="Durable, event-sourced workflow DAGs on Ray and PostgreSQL."
@@ -430,6 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("execution_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("wait", help="follow an execution (started by any driver) until it ends; "
+                       "exit 1 unless it completed")
+    p.add_argument("execution_id")
+    p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
+    p.set_defaults(func=_cmd_wait)
+
+    p = sub.add_parser("recover", help="recovery sweep: requeue executions nobody drives, "
+                       "dead-letter those that keep crashing their actors")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_recover)
 
     p = sub.add_parser("events", help="show an execution's event log")
     p.add_argument("execution_id")

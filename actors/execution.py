@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ from functools import cache
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import ActorUnavailableError, RayError
 
 from actors.breakers import breaker_registry
 from actors.logs import get_logger
+from actors.metrics import record_events, record_started, set_live
 from actors.runtime import NAMESPACE, new_store
 from actors.stage_task import run_stage_attempt
-from definitions import ConcurrencyError, StageTimeoutError, WorkflowStage
+from definitions import ConcurrencyError, DatabaseConfigError, StageTimeoutError, WorkflowStage
 from events import (
     Event,
     EventStore,
@@ -33,13 +35,23 @@ from events import (
     apply,
     attempt_events,
     compensation_events,
+    dead_letter_events,
     decide,
     fold,
+    is_embedded_default,
     upstream_outputs,
 )
-from projections.queue import QUEUE_CHANNEL, claim_next, release
+from projections.queue import QUEUE_CHANNEL, Claim, claim_next, record_crash, release
 
-__all__ = ["POOL_SIZE", "ExecutionActor", "ensure_pool", "runner_name", "stage_task_options"]
+__all__ = [
+    "MAX_RECOVERIES",
+    "POOL_SIZE",
+    "ExecutionActor",
+    "dead_letter",
+    "ensure_pool",
+    "runner_name",
+    "stage_task_options",
+]
 
 CANCEL_GRACE_SECONDS = 10.0
 
@@ -132,22 +144,34 @@ class ExecutionActor:
                 await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
                 self._log.info("runner.ready")
                 backoff = 0.5
+                set_live(self.name, 0)
                 while True:
                     wake.clear()
-                    eid = await claim_next(lease_conn, self.name)
-                    if eid is None:
+                    claim = await claim_next(lease_conn, self.name)
+                    if claim is None:
                         # Woken by an enqueue; the timeout covers leases freed by dead runners.
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
                         continue
+                    eid = claim.execution_id
+                    if claim.claims - 1 > MAX_RECOVERIES:
+                        try:
+                            await dead_letter(store, claim)
+                        finally:
+                            await release(lease_conn, eid)
+                        continue
                     self._running = eid
+                    set_live(self.name, 1)
                     try:
                         await me.run.options(name=f"wfdag-exec-{eid}").remote(eid)
-                    except RayError:
-                        self._log.exception("runner.execution_crashed", execution_id=eid)
+                    except RayError as exc:
+                        self._log.exception("runner.execution_crashed", execution_id=eid,
+                                            claims=claim.claims)
+                        await record_crash(lease_conn, eid, f"{type(exc).__name__}: {exc}")
                         await asyncio.sleep(1.0)  # don't spin on an execution that keeps failing
                     finally:
                         self._running = None
+                        set_live(self.name, 0)
                         await release(lease_conn, eid)
             except Exception:
                 self._log.exception("runner.serve_failed", retry_in_s=backoff)
@@ -175,6 +199,8 @@ class ExecutionActor:
                 return "missing"
             state = fold(events)
             log.info("execution.replayed", version=state.version, status=state.status)
+            if state.version == 1:
+                record_started(state.workflow_id)
             await self._drive(store, state)
             return state.status
         except ConcurrencyError:
@@ -218,6 +244,7 @@ class ExecutionActor:
                 for event in pending:
                     self._log.info("execution.event", seq=event.seq, type=event.type,
                                    stage_id=event.stage_id)
+                record_events(state.workflow_id, pending)
                 pending = []
             if state.terminal:
                 self._log.info("execution.finished", status=state.status)
@@ -382,7 +409,25 @@ class ExecutionActor:
 
 
 POOL_SIZE = int(os.environ.get("WFDAG_POOL_SIZE", "8"))
+#: How many times an execution may be adopted again after its runner died or crashed on it
+#: (``WFDAG_MAX_RECOVERIES``); one more and it is dead-lettered: failed, with the reason.
+MAX_RECOVERIES = int(os.environ.get("WFDAG_MAX_RECOVERIES", "5"))
 IDLE_RECHECK_SECONDS = 2.0
+
+
+async def dead_letter(store: EventStore, claim: Claim) -> bool:
+    """Fail a claimed execution that keeps killing its runners (True when this call did it)."""
+    log = get_logger(execution_id=claim.execution_id)
+    state = fold(await store.read(claim.execution_id))
+    if state.terminal:
+        return False
+    reason = claim.last_error or "the runner process died while driving it"
+    events = dead_letter_events(state, _now(), recoveries=claim.claims - 1, reason=reason)
+    await store.append(events, expected_version=state.version)
+    record_events(state.workflow_id, events)
+    log.error("execution.dead_lettered", recoveries=claim.claims - 1, reason=reason[:500],
+              next_step=f"fix the cause, then `wfdag retry {claim.execution_id}`")
+    return True
 
 
 def runner_name(index: int) -> str:
@@ -397,6 +442,48 @@ def _actor_remote() -> Any:
 _pool_ready: dict[str, list[Any]] = {}
 
 
+async def _until_ready(handle: Any, timeout: float = 60.0) -> None:
+    """Wait for a runner, riding out a restart (Ray restarts a killed or crashed runner)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await handle.ready.remote()
+            return
+        except ActorUnavailableError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def runner_placement() -> dict[str, Any]:
+    """Extra Ray options of the runners: ``WFDAG_RUNNER_RESOURCES`` (a JSON object of custom
+    resources, e.g. ``{"wfdag": 0.01}``) keeps them on the nodes that offer those resources."""
+    raw = os.environ.get("WFDAG_RUNNER_RESOURCES")
+    if not raw:
+        return {}
+    try:
+        resources = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"WFDAG_RUNNER_RESOURCES is not JSON: {exc}") from None
+    if not isinstance(resources, dict) or not all(
+            isinstance(v, int | float) and v > 0 for v in resources.values()):
+        raise ValueError("WFDAG_RUNNER_RESOURCES must be a JSON object of positive numbers, "
+                         f"got {raw!r}")
+    return {"resources": resources}
+
+
+def check_database_reachable_by_cluster(database_url: str) -> None:
+    """Refuse the embedded default database on a multi-node cluster: it lives on one machine."""
+    if not is_embedded_default(database_url):
+        return
+    alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    if len(alive) > 1:
+        raise DatabaseConfigError(
+            f"the embedded PostgreSQL lives on this machine only, and this Ray cluster has "
+            f"{len(alive)} nodes: set WFDAG_DATABASE_URL to a PostgreSQL server that every "
+            f"node reaches (see README, 'From one machine to a cluster')")
+
+
 async def ensure_pool(
     database_url: str, size: int | None = None, *, refresh: bool = False
 ) -> list[Any]:
@@ -409,13 +496,14 @@ async def ensure_pool(
     ready = None if refresh else _pool_ready.get(database_url)
     if ready is not None and len(ready) >= count:
         return ready  # started already: no round trip to Ray on the hot path
+    check_database_reachable_by_cluster(database_url)
     handles = [
         _actor_remote().options(
             name=runner_name(k), namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
-            num_cpus=0, get_if_exists=True,
+            num_cpus=0, get_if_exists=True, **runner_placement(),
         ).remote(database_url, runner_name(k))
         for k in range(count)
     ]
-    await asyncio.gather(*[h.ready.remote() for h in handles])
+    await asyncio.gather(*[_until_ready(h) for h in handles])
     _pool_ready[database_url] = handles
     return handles

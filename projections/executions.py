@@ -144,7 +144,8 @@ async def project_executions(conn: DBConnection, events: Sequence[Event]) -> Non
 
 
 class WorkflowStatus(BaseModel):
-    """What ``get_workflow_status`` returns: the ``workflow_executions`` row."""
+    """What ``get_workflow_status`` returns: the ``workflow_executions`` row.  ``status`` is the
+    row's, except ``queued`` for an accepted execution no execution actor has taken yet."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -174,14 +175,20 @@ class WorkflowStatus(BaseModel):
 
 async def fetch_status(conn: DBReader, execution_id: str) -> WorkflowStatus:
     eid = parse_execution_id(execution_id)
-    row = await conn.fetchrow("SELECT * FROM workflow_executions WHERE id = $1::uuid", eid)
+    row = await conn.fetchrow(
+        "SELECT e.*, q.execution_id IS NOT NULL AND q.runner IS NULL AS waiting "
+        "FROM workflow_executions e LEFT JOIN execution_queue q ON q.execution_id = e.id "
+        "WHERE e.id = $1::uuid", eid)
     if row is None:
         raise ExecutionNotFoundError(execution_id)
+    status = row["status"]
+    if status == "initiated" and row["waiting"]:
+        status = "queued"  # accepted, waiting in the queue for a free execution actor
     return WorkflowStatus(
         execution_id=str(row["id"]),
         workflow_id=row["workflow_definition_id"],
         workflow_version=row["workflow_version"],
-        status=row["status"],
+        status=status,
         current_stage=row["current_stage"],
         context=row["context"] or {},
         error_message=row["error_message"],

@@ -146,3 +146,18 @@ def flaky_once(ctx: StageContext) -> dict[str, Any]:
     if ctx.attempt == 1:
         raise ConnectionError("first attempt always drops")
     return {"attempt": ctx.attempt}
+
+
+def kill_my_runner(ctx: StageContext) -> dict[str, Any]:
+    """A poison stage: kills the execution actor that runs it (Ray restarts that actor), every
+    time.  Records each call."""
+    import ray
+
+    from actors import execution_actor
+
+    _touch(_dir(ctx) / "runner-kills", f"{os.getpid()} attempt={ctx.attempt}")
+    handle = execution_actor(ctx.execution_id)
+    if handle is not None:
+        ray.kill(handle, no_restart=False)
+    time.sleep(30)  # dies with its owner long before this
+    return {}

@@ -19,6 +19,8 @@ import asyncpg
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The admission cap the suite runs under (the pool of execution actors): 10, as issue 6 tests.
+os.environ.setdefault("WFDAG_POOL_SIZE", "10")
 
 
 def _with_database(url: str, name: str) -> str:
