@@ -123,6 +123,10 @@ class ExecutionActor:
     async def ready(self) -> str:
         return self.name
 
+    async def node_id(self) -> str:
+        """The Ray node this runner lives on (it moves when its node is lost)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     async def current(self) -> str | None:
         """The execution this runner drives now, if any."""
         return self._running
