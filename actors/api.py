@@ -167,7 +167,8 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
     if resume:
         async with store.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT e.id, e.started_at, q.claims, q.last_error FROM workflow_executions e "
+                "SELECT e.id, e.started_at, q.recoveries, q.runner, q.last_error "
+                "FROM workflow_executions e "
                 "LEFT JOIN execution_queue q ON q.execution_id = e.id "
                 "WHERE e.status = ANY($1::text[]) ORDER BY e.started_at", list(_ACTIVE))
             for row in rows:
@@ -176,9 +177,10 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     continue  # a live runner drives it
                 try:
-                    claims = row["claims"] or 0
-                    if claims > MAX_RECOVERIES:
-                        if await dead_letter(store, Claim(eid, claims + 1, row["last_error"])):
+                    # Its lease is free: a runner still recorded died holding it.
+                    recoveries = (row["recoveries"] or 0) + (row["runner"] is not None)
+                    if recoveries > MAX_RECOVERIES:
+                        if await dead_letter(store, Claim(eid, recoveries, row["last_error"])):
                             dead.append(eid)
                         continue
                     # Make sure it is queued (an execution from before the queue existed).
@@ -187,7 +189,7 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
                         "($1::uuid, $2) ON CONFLICT (execution_id) DO NOTHING",
                         eid, row["started_at"])
                     await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, eid)
-                    log.info("execution.resumed", execution_id=eid, recoveries=claims)
+                    log.info("execution.resumed", execution_id=eid, recoveries=recoveries)
                     resumed.append(eid)
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock($1)", key)

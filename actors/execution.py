@@ -35,13 +35,23 @@ from events import (
     apply,
     attempt_events,
     compensation_events,
+    database_reachable,
     dead_letter_events,
     decide,
     fold,
+    is_database_outage,
     is_embedded_default,
     upstream_outputs,
 )
-from projections.queue import QUEUE_CHANNEL, Claim, claim_next, record_crash, release
+from projections.queue import (
+    QUEUE_CHANNEL,
+    Claim,
+    certify_restart,
+    claim_next,
+    hand_back,
+    record_crash,
+    release,
+)
 
 __all__ = [
     "MAX_RECOVERIES",
@@ -87,6 +97,10 @@ def _error(type_: str, message: str, retryable: bool) -> dict[str, Any]:
     return {"type": type_, "message": message[:2000], "retryable": retryable, "status_code": None}
 
 
+class _LeaseLost(Exception):
+    """The runner's lease connection died: it no longer owns the execution."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     kind: str  # "run" | "undo"
@@ -116,6 +130,9 @@ class ExecutionActor:
         self._rng = random.Random()
         self._store: EventStore | None = None
         self._running: str | None = None
+        self._lease_pid: int | None = None
+        self._lost = False  # the execution driven was lost with the database connection
+        self._lease_lost = asyncio.Event()  # set when the lease connection dies
         self._wake = asyncio.Event()
         # An async actor's __init__ runs on its running event loop: schedule the work there.
         self._serve_task = asyncio.get_running_loop().create_task(self._serve())
@@ -136,6 +153,7 @@ class ExecutionActor:
 
     async def _serve(self) -> None:
         me = ray.get_runtime_context().current_actor
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
         backoff = 0.5
         while True:
             store: EventStore | None = None
@@ -144,9 +162,22 @@ class ExecutionActor:
                 store = await new_store(self._database_url, max_size=4)
                 self._store = store
                 lease_conn = await store.pool.acquire()
+                self._lease_pid = lease_conn.get_server_pid()
+                lease_lost = self._lease_lost = asyncio.Event()
+                lease_conn.add_termination_listener(lambda _conn: lease_lost.set())
+                if restarted:
+                    # This runner's previous process died: what it drove counts a recovery.
+                    orphans = await certify_restart(lease_conn, self.name)
+                    if orphans:
+                        self._log.warning("runner.restarted", orphaned=orphans)
+                    restarted = False
+                if self._lost:
+                    # Lost with the database connection: give it back, uncounted.
+                    await hand_back(lease_conn, self.name)
+                    self._lost = False
                 wake = self._wake
                 await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
-                self._log.info("runner.ready")
+                self._log.info("runner.ready", reconnect=backoff > 0.5)
                 backoff = 0.5
                 set_live(self.name, 0)
                 while True:
@@ -158,37 +189,43 @@ class ExecutionActor:
                             await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
                         continue
                     eid = claim.execution_id
-                    if claim.claims - 1 > MAX_RECOVERIES:
+                    if claim.recoveries > MAX_RECOVERIES:
                         try:
-                            await dead_letter(store, claim)
+                            await dead_letter(store, claim, self._lease_pid)
                         finally:
                             await release(lease_conn, eid)
                         continue
                     self._running = eid
                     set_live(self.name, 1)
+                    outcome = "crashed"
                     try:
-                        await me.run.options(name=f"wfdag-exec-{eid}").remote(eid)
+                        outcome = await me.run.options(name=f"wfdag-exec-{eid}").remote(eid)
                     except RayError as exc:
                         self._log.exception("runner.execution_crashed", execution_id=eid,
-                                            claims=claim.claims)
+                                            recoveries=claim.recoveries)
                         await record_crash(lease_conn, eid, f"{type(exc).__name__}: {exc}")
                         await asyncio.sleep(1.0)  # don't spin on an execution that keeps failing
                     finally:
                         self._running = None
                         set_live(self.name, 0)
+                        if outcome in ("database_lost", "lease_lost"):
+                            self._lost = True
                         await release(lease_conn, eid)
-            except Exception:
-                self._log.exception("runner.serve_failed", retry_in_s=backoff)
+                        self._lost = False
+            except Exception as exc:
+                outage = is_database_outage(exc)
+                self._lost = self._lost or outage
+                self._log.warning("runner.reconnecting" if outage else "runner.serve_failed",
+                                  error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=backoff,
+                                  exc_info=not outage)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 5.0)
             finally:
                 self._store = None
+                self._lease_pid = None
                 if store is not None:
-                    if lease_conn is not None:
-                        with contextlib.suppress(Exception):
-                            await store.pool.release(lease_conn)
-                    with contextlib.suppress(Exception):
-                        await store.close()
+                    # terminate(): closing politely would wait on connections the outage broke.
+                    store.pool.terminate()
 
     async def run(self, execution_id: str) -> str:
         """Drive one claimed execution until it ends (called by this runner on itself)."""
@@ -207,9 +244,23 @@ class ExecutionActor:
                 record_started(state.workflow_id)
             await self._drive(store, state)
             return state.status
+        except _LeaseLost:
+            log.warning("execution.lease_lost",
+                        detail="the lease connection died (database restart or partition): "
+                               "in-flight stages stopped; whoever takes the lease resumes it")
+            return "lease_lost"
         except ConcurrencyError:
-            log.warning("execution.fenced", detail="another writer owns this stream")
+            log.warning("execution.fenced",
+                        detail="another runner took this execution over (or this runner lost "
+                               "its lease): stopping without writing")
             return "fenced"
+        except Exception as exc:
+            if is_database_outage(exc) or not await database_reachable(self._database_url):
+                log.warning("execution.database_lost", error=f"{type(exc).__name__}: {exc}"[:300],
+                            next_step="handed back; it resumes from its log once the database "
+                                      "is back")
+                return "database_lost"
+            raise
         finally:
             self._log = base
             for ref in self._refs.values():
@@ -244,7 +295,8 @@ class ExecutionActor:
                         inflight[("undo", sid)] = asyncio.create_task(
                             self._compensate(state, sid))
             if pending:
-                await store.append(pending, expected_version=state.version - len(pending))
+                await store.append(pending, expected_version=state.version - len(pending),
+                                   lease_pid=self._lease_pid)
                 for event in pending:
                     self._log.info("execution.event", seq=event.seq, type=event.type,
                                    stage_id=event.stage_id)
@@ -255,7 +307,16 @@ class ExecutionActor:
                 return
             if not inflight:
                 raise RuntimeError(f"execution {state.execution_id} has nothing to wait for")
-            done, _ = await asyncio.wait(inflight.values(), return_when=asyncio.FIRST_COMPLETED)
+            lease_waiter = asyncio.ensure_future(self._lease_lost.wait())
+            done, _ = await asyncio.wait([*inflight.values(), lease_waiter],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if lease_waiter in done:
+                # Another runner may take over at once: stop every stage task now (run()'s
+                # finally kills them) so that no stage ever runs twice at the same time.
+                for task in inflight.values():
+                    task.cancel()
+                raise _LeaseLost()
+            lease_waiter.cancel()
             for task in done:
                 outcome = task.result()
                 key = (outcome.kind, outcome.stage_id)
@@ -419,17 +480,17 @@ MAX_RECOVERIES = int(os.environ.get("WFDAG_MAX_RECOVERIES", "5"))
 IDLE_RECHECK_SECONDS = 2.0
 
 
-async def dead_letter(store: EventStore, claim: Claim) -> bool:
+async def dead_letter(store: EventStore, claim: Claim, lease_pid: int | None = None) -> bool:
     """Fail a claimed execution that keeps killing its runners (True when this call did it)."""
     log = get_logger(execution_id=claim.execution_id)
     state = fold(await store.read(claim.execution_id))
     if state.terminal:
         return False
     reason = claim.last_error or "the runner process died while driving it"
-    events = dead_letter_events(state, _now(), recoveries=claim.claims - 1, reason=reason)
-    await store.append(events, expected_version=state.version)
+    events = dead_letter_events(state, _now(), recoveries=claim.recoveries, reason=reason)
+    await store.append(events, expected_version=state.version, lease_pid=lease_pid)
     record_events(state.workflow_id, events)
-    log.error("execution.dead_lettered", recoveries=claim.claims - 1, reason=reason[:500],
+    log.error("execution.dead_lettered", recoveries=claim.recoveries, reason=reason[:500],
               next_step=f"fix the cause, then `wfdag retry {claim.execution_id}`")
     return True
 

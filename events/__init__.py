@@ -2,7 +2,9 @@
 
 from events.database import (
     connect_pool,
+    database_reachable,
     embedded_database_url,
+    is_database_outage,
     is_embedded_default,
     redact_url,
     resolve_database_url,
@@ -86,6 +88,7 @@ __all__ = [
     "attempt_events",
     "compensation_events",
     "connect_pool",
+    "database_reachable",
     "dead_letter_events",
     "decide",
     "embedded_database_url",
@@ -93,6 +96,7 @@ __all__ = [
     "event_to_row",
     "execution_lock_key",
     "fold",
+    "is_database_outage",
     "is_embedded_default",
     "lease_is_free",
     "migrate",

@@ -8,6 +8,7 @@ processes and the Ray workers on this machine share it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,7 +34,10 @@ __all__ = [
     "DBConnection",
     "DBReader",
     "connect_pool",
+    "database_reachable",
     "embedded_database_url",
+    "is_database_outage",
+    "is_embedded_default",
     "redact_url",
     "resolve_database_url",
     "wfdag_home",
@@ -88,6 +92,43 @@ def resolve_database_url(explicit: str | None = None) -> str:
     if url:
         return url
     return embedded_database_url()
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it, a Ray task error's cause included) says the
+    database went away — a restart, a lost connection — rather than a bug or a bad request."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      | asyncpg.exceptions.OperatorInterventionError
+                      | asyncpg.exceptions.ConnectionDoesNotExistError
+                      | ConnectionError | TimeoutError):
+            return True
+        if isinstance(err, OSError) and err.errno is not None:
+            return True  # socket-level failures: refused, reset, unreachable
+        stack.extend([getattr(err, "cause", None), err.__cause__, err.__context__])
+    return False
+
+
+async def database_reachable(url: str, timeout: float = 3.0) -> bool:
+    """One quick connection attempt: can this process reach the database now?"""
+    try:
+        conn = await asyncpg.connect(url, timeout=timeout)
+    except Exception:
+        return False
+    try:
+        await conn.fetchval("SELECT 1", timeout=timeout)
+        return True
+    except Exception:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.close()
 
 
 _PASSWORD = re.compile(r"(//[^:/@]*:)([^@]*)(@)")

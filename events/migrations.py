@@ -158,8 +158,9 @@ MIGRATIONS: list[tuple[int, str]] = [
         5,
         """
         ALTER TABLE execution_queue
-          ADD COLUMN claims INTEGER NOT NULL DEFAULT 0,
-          ADD COLUMN last_error TEXT;
+          ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0,
+          ADD COLUMN last_error TEXT,
+          ADD COLUMN orphaned_by TEXT;
         """,
     ),
 ]

@@ -47,12 +47,20 @@ WITH ins AS (
   SELECT $1::uuid, u.s, u.t, u.st, u.m, u.c
   FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
        AS u(s, t, st, m, c)
-  WHERE $7::int = 0
-     OR EXISTS (SELECT 1 FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int)
+  WHERE ($7::int = 0
+     OR EXISTS (SELECT 1 FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int))
+    {lease}
   RETURNING 1
 )
 SELECT count(*) AS n, pg_notify($8::text, $9::text) FROM ins
 """
+# A runner's append also proves it still holds the execution's lease (the advisory lock on
+# its lease connection, backend pid $10): a runner that lost it — a partition, a database
+# restart — writes nothing, whatever its version says.
+_APPEND_LEASED = _APPEND.format(lease="""AND EXISTS (
+      SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $10::int
+        AND classid = $11::bigint::oid AND objid = $12::bigint::oid AND objsubid = 1)""")
+_APPEND = _APPEND.format(lease="")
 
 _READ = """
 SELECT seq, event_type, stage_id, metadata, created_at FROM workflow_events
@@ -163,8 +171,14 @@ class EventStore:
         await self._notifier.close()
         await self.pool.close()
 
-    async def append(self, events: Sequence[Event], *, expected_version: int) -> None:
-        """Append one decision's events to one execution's stream, all or nothing."""
+    async def append(
+        self, events: Sequence[Event], *, expected_version: int, lease_pid: int | None = None
+    ) -> None:
+        """Append one decision's events to one execution's stream, all or nothing.
+
+        ``expected_version`` is the stream's last seq as the writer knows it; ``lease_pid``
+        (runners) is the backend pid of the connection holding the execution's lease.  Either
+        check failing → :class:`ConcurrencyError`, nothing written."""
         if not events:
             return
         execution_id = events[0].execution_id
@@ -179,19 +193,18 @@ class EventStore:
                 )
         last = events[-1]
         try:
+            args: list[Any] = [
+                execution_id, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+                [r[4] for r in rows], [r[5] for r in rows], expected_version, NOTIFY_CHANNEL,
+                f"{execution_id}:{last.seq}:{last.type}",
+            ]
+            sql = _APPEND
+            if lease_pid is not None:
+                key = execution_lock_key(execution_id)
+                sql = _APPEND_LEASED
+                args += [lease_pid, (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF]
             async with self.pool.acquire() as conn, conn.transaction():
-                result = await conn.fetchrow(
-                    _APPEND,
-                    execution_id,
-                    [r[1] for r in rows],
-                    [r[2] for r in rows],
-                    [r[3] for r in rows],
-                    [r[4] for r in rows],
-                    [r[5] for r in rows],
-                    expected_version,
-                    NOTIFY_CHANNEL,
-                    f"{execution_id}:{last.seq}:{last.type}",
-                )
+                result = await conn.fetchrow(sql, *args)
                 assert result is not None
                 if result["n"] != len(rows):
                     raise ConcurrencyError(execution_id, expected_version)

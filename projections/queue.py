@@ -16,7 +16,9 @@ from events.database import DBConnection
 __all__ = [
     "QUEUE_CHANNEL",
     "Claim",
+    "certify_restart",
     "claim_next",
+    "hand_back",
     "project_queue",
     "record_crash",
     "release",
@@ -41,12 +43,12 @@ async def project_queue(conn: DBConnection, events: Sequence[Event]) -> None:
 
 
 class Claim(NamedTuple):
-    """A claimed execution: ``claims`` counts every claim of it so far, this one included (more
-    than one means runners died or crashed while driving it); ``last_error`` is the last crash
-    recorded by :func:`record_crash`."""
+    """A claimed execution.  ``recoveries`` counts the times a runner died (its process) or
+    crashed while driving it — a database restart counts nothing; ``last_error`` is the last
+    crash recorded."""
 
     execution_id: str
-    claims: int
+    recoveries: int
     last_error: str | None
 
 
@@ -54,7 +56,9 @@ async def claim_next(lease_conn: DBConnection, runner: str, *, scan: int = 64) -
     """Take the lease of the oldest queued execution that nobody runs; record the runner.
 
     ``lease_conn`` is the runner's own connection: the advisory lock taken on it is the lease,
-    held until :func:`release` or until the runner's process dies.
+    held until :func:`release` or until the runner's process dies.  A runner still recorded
+    on the row did not hand it back: it is kept as ``orphaned_by`` until that runner (restarted)
+    certifies its death (:func:`certify_restart`) or hands it back (:func:`hand_back`).
     """
     rows = await lease_conn.fetch(
         "SELECT execution_id FROM execution_queue ORDER BY enqueued_at LIMIT $1", scan)
@@ -62,12 +66,32 @@ async def claim_next(lease_conn: DBConnection, runner: str, *, scan: int = 64) -
         eid = str(row["execution_id"])
         if await lease_conn.fetchval("SELECT pg_try_advisory_lock($1)", execution_lock_key(eid)):
             claimed = await lease_conn.fetchrow(
-                "UPDATE execution_queue SET runner = $2, claimed_at = now(), claims = claims + 1 "
-                "WHERE execution_id = $1::uuid RETURNING claims, last_error", eid, runner)
+                "UPDATE execution_queue SET runner = $2, claimed_at = now(), "
+                "orphaned_by = COALESCE(runner, orphaned_by) "
+                "WHERE execution_id = $1::uuid RETURNING recoveries, last_error", eid, runner)
             if claimed is not None:
-                return Claim(eid, claimed["claims"], claimed["last_error"])
+                return Claim(eid, claimed["recoveries"], claimed["last_error"])
             await release(lease_conn, eid)  # it ended between the scan and the lock
     return None
+
+
+async def certify_restart(conn: DBConnection, runner: str) -> list[str]:
+    """A restarted runner's first act: its previous process died, so whatever execution it
+    was driving counts one recovery.  Returns those executions."""
+    rows = await conn.fetch(
+        "UPDATE execution_queue SET recoveries = recoveries + 1, orphaned_by = NULL, "
+        "runner = CASE WHEN runner = $1 THEN NULL ELSE runner END "
+        "WHERE runner = $1 OR orphaned_by = $1 RETURNING execution_id", runner)
+    return [str(r["execution_id"]) for r in rows]
+
+
+async def hand_back(conn: DBConnection, runner: str) -> None:
+    """Give back, uncounted, what ``runner`` was driving when it lost its database connection
+    (the database restarted: not the execution's fault)."""
+    await conn.execute(
+        "UPDATE execution_queue SET orphaned_by = NULL, "
+        "runner = CASE WHEN runner = $1 THEN NULL ELSE runner END "
+        "WHERE runner = $1 OR orphaned_by = $1", runner)
 
 
 async def release(lease_conn: DBConnection, execution_id: str) -> None:
@@ -77,9 +101,13 @@ async def release(lease_conn: DBConnection, execution_id: str) -> None:
 
 
 async def record_crash(conn: DBConnection, execution_id: str, error: str) -> None:
-    """Remember why a runner failed to drive an execution (shown when it is dead-lettered)."""
-    await conn.execute("UPDATE execution_queue SET last_error = $2 WHERE execution_id = $1::uuid",
-                       execution_id, error[:2000])
+    """Count a crash of the runner's drive of an execution, and remember why (the reason is
+    shown when it is dead-lettered)."""
+    await conn.execute(
+        "UPDATE execution_queue SET last_error = $2, recoveries = recoveries + 1 "
+        "WHERE execution_id = $1::uuid", execution_id, error[:2000])
+
+
 
 
 async def runner_of(conn: Any, execution_id: str) -> str | None:

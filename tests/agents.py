@@ -161,3 +161,12 @@ def kill_my_runner(ctx: StageContext) -> dict[str, Any]:
         ray.kill(handle, no_restart=False)
     time.sleep(30)  # dies with its owner long before this
     return {}
+
+
+def logged_sleep(ctx: StageContext) -> dict[str, Any]:
+    """Writes ``start <time> <pid>``, sleeps ``ctx.context["seconds"]``, writes ``end …``."""
+    log = _dir(ctx) / f"runs-{ctx.stage_id}"
+    _touch(log, f"start {time.time()} {os.getpid()}")
+    time.sleep(float(ctx.context.get("seconds", 1)))
+    _touch(log, f"end {time.time()} {os.getpid()}")
+    return {"pid": os.getpid()}

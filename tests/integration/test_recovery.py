@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -84,7 +85,12 @@ async def test_a_poison_execution_is_dead_lettered_after_bounded_recoveries(
     status = await wait_for_workflow(eid, timeout=120)
     assert status.status == "failed"
     assert status.error_message is not None
-    assert f"dead-lettered after {MAX_RECOVERIES + 1} runner crashes" in status.error_message
+    # Each restarted runner certifies its own death; a certificate can land after the next
+    # adoption, so the bound is reached at the (MAX+1)th crash or, at worst, one later.
+    found = re.search(r"dead-lettered after (\d+) runner crashes", status.error_message)
+    assert found is not None, status.error_message
+    crashes = int(found.group(1))
+    assert MAX_RECOVERIES + 1 <= crashes <= MAX_RECOVERIES + 2
     assert f"wfdag retry {eid}" in status.error_message
     events = await events_of(eid)
     assert_gapless(events)
@@ -93,7 +99,7 @@ async def test_a_poison_execution_is_dead_lettered_after_bounded_recoveries(
     assert last.failed_stage == "boom"
     # Every adoption ran the stage once and lost its runner; then it stopped.
     kills = (tmp_dir / "runner-kills").read_text().splitlines()
-    assert len(kills) == MAX_RECOVERIES + 1
+    assert len(kills) in (crashes, crashes + 1)
     # Nothing is left queued for it, and the pool is whole again.
     report = await initialize_workflow_system()
     assert eid not in report["resumed"] and eid not in report["dead_lettered"]
