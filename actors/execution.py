@@ -164,7 +164,7 @@ class ExecutionActor:
                 lease_conn = await store.pool.acquire()
                 self._lease_pid = lease_conn.get_server_pid()
                 lease_lost = self._lease_lost = asyncio.Event()
-                lease_conn.add_termination_listener(lambda _conn: lease_lost.set())
+                lease_conn.add_termination_listener(lambda _conn, ev=lease_lost: ev.set())
                 if restarted:
                     # This runner's previous process died: what it drove counts a recovery.
                     orphans = await certify_restart(lease_conn, self.name)
@@ -313,12 +313,13 @@ class ExecutionActor:
             if lease_waiter in done:
                 # Another runner may take over at once: stop every stage task now (run()'s
                 # finally kills them) so that no stage ever runs twice at the same time.
-                for task in inflight.values():
-                    task.cancel()
+                for running in inflight.values():
+                    running.cancel()
                 raise _LeaseLost()
             lease_waiter.cancel()
-            for task in done:
-                outcome = task.result()
+            for finished in done:
+                outcome = finished.result()
+                assert isinstance(outcome, _Outcome)
                 key = (outcome.kind, outcome.stage_id)
                 del inflight[key]
                 self._refs.pop(key, None)
