@@ -36,6 +36,7 @@ from actors.runtime import (
 )
 from definitions import (
     CANONICAL_WORKFLOWS,
+    MAX_NESTING,
     ConcurrencyError,
     ExecutionStateError,
     InvalidContextError,
@@ -44,6 +45,7 @@ from definitions import (
     WorkflowDAG,
     WorkflowNotFoundError,
     canonical_workflows,
+    nested_deeper_than,
     validate_workflow_dag,
 )
 from events import (
@@ -59,6 +61,7 @@ from events import (
     migrate,
     parse_execution_id,
 )
+from events.secrets import seal_secrets
 from projections import (
     ExecutionSnapshot,
     ProjectionRunner,
@@ -200,7 +203,21 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
 async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:
     """Validate and store a definition.  Invalid → :class:`InvalidWorkflowError` listing every
     problem, nothing stored; the same id and version with other content → refused."""
-    model = dag if isinstance(dag, WorkflowDAG) else WorkflowDAG.model_validate(dict(dag))
+    if isinstance(dag, WorkflowDAG):
+        model = dag
+    else:
+        raw = dict(dag)
+        label = str(raw.get("id", "?"))[:200]
+        if nested_deeper_than(raw):
+            raise InvalidWorkflowError(label, [f"the definition is nested more than "
+                                               f"{MAX_NESTING} levels deep"])
+        check_payload_size(f"workflow definition {label!r}", json.dumps(raw, default=str))
+        try:
+            model = WorkflowDAG.model_validate(raw)
+        except PydanticValidationError as exc:
+            raise InvalidWorkflowError(label, [
+                f"{'.'.join(str(p) for p in err['loc']) or 'definition'}: {err['msg']}"
+                for err in exc.errors()[:20]]) from None
     result = validate_workflow_dag(model)
     if not result.valid:
         raise InvalidWorkflowError(model.id, result.errors)
@@ -217,12 +234,20 @@ def _check_context(context: Any) -> dict[str, Any]:
     for key in context:
         if not isinstance(key, str):
             raise InvalidContextError(f"context keys must be strings, got {key!r}")
+    if nested_deeper_than(dict(context)):
+        raise InvalidContextError(f"context is nested more than {MAX_NESTING} levels deep")
     try:
         encoded = json.dumps(dict(context), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidContextError(f"context is not JSON-serialisable: {exc}") from None
     check_payload_size("context", encoded)
     return json.loads(encoded)  # type: ignore[no-any-return]
+
+
+def _check_org(organization_id: Any) -> str:
+    if not isinstance(organization_id, str) or not 0 < len(organization_id) <= 200:
+        raise InvalidContextError("organization_id must be a string of 1 to 200 characters")
+    return organization_id
 
 
 def _check_user(user_id: Any) -> str:
@@ -276,13 +301,27 @@ async def execute_workflow_dag(
     *,
     version: int | None = None,
     idempotency_key: str | None = None,
+    organization_id: str | None = None,
 ) -> str:
     """Start an execution; returns its id once ``workflow_initiated`` is durable and the pool
     of execution actors runs.  Unknown workflow or a context that is not a JSON object → an
     error, nothing written.  With ``idempotency_key``, every call with the same key for the
-    same workflow (concurrent ones too) starts at most one execution and returns its id."""
+    same workflow (concurrent ones too) starts at most one execution and returns its id.
+    The execution belongs to the context's ``organizationId``; with ``organization_id`` the
+    context's must be the same (or absent: it is set)."""
     _check_user(user_id)
     ctx = _check_context(context)
+    ctx = seal_secrets(ctx)  # nothing under a secret-like key is stored in plain text
+    check_payload_size("context (secrets sealed)", json.dumps(ctx))
+    if organization_id is not None:
+        _check_org(organization_id)
+        given = ctx.get("organizationId")
+        if given is None:
+            ctx["organizationId"] = organization_id
+        elif given != organization_id:
+            raise InvalidContextError(
+                f"the context's organizationId {str(given)[:100]!r} is not the caller's "
+                f"organization {organization_id!r}")
     if idempotency_key is not None and (not isinstance(idempotency_key, str)
                                         or not 0 < len(idempotency_key) <= 500):
         raise InvalidContextError("idempotency_key must be a string of 1 to 500 characters")
@@ -292,7 +331,9 @@ async def execute_workflow_dag(
                         idempotency_key=idempotency_key)
 
 
-async def rollback_workflow(execution_id: str, user_id: str) -> WorkflowStatus:
+async def rollback_workflow(
+    execution_id: str, user_id: str, *, organization_id: str | None = None
+) -> WorkflowStatus:
     """Undo a completed or failed execution: its completed stages are compensated in reverse
     order of completion.  Returns once the request is durable (status ``compensating``);
     ``wait_for_workflow`` waits for the end (``rolled_back``, or ``failed`` when a handler
@@ -300,7 +341,7 @@ async def rollback_workflow(execution_id: str, user_id: str) -> WorkflowStatus:
     _check_user(user_id)
     store = await _ready_store()
     for _ in range(5):
-        status = await fetch_status(store.pool, execution_id)
+        status = await fetch_status(store.pool, execution_id, organization_id)
         if status.status in ("rolled_back", "compensating"):
             return status
         if status.status not in ("completed", "failed"):
@@ -322,13 +363,15 @@ async def rollback_workflow(execution_id: str, user_id: str) -> WorkflowStatus:
     raise ExecutionStateError(execution_id, "busy", "a rollback", "settled")
 
 
-async def retry_failed_workflow(execution_id: str, user_id: str) -> str:
+async def retry_failed_workflow(
+    execution_id: str, user_id: str, *, organization_id: str | None = None
+) -> str:
     """Start a new execution of a ``failed`` or ``rolled_back`` one: the same definition
     version and context, linked to it by ``retry_of`` in its first event.  The old execution
     keeps its status.  Returns the new execution id."""
     _check_user(user_id)
     store = await _ready_store()
-    status = await fetch_status(store.pool, execution_id)
+    status = await fetch_status(store.pool, execution_id, organization_id)
     if status.status not in ("failed", "rolled_back"):
         raise ExecutionStateError(status.execution_id, status.status, "a retry",
                                   "failed or rolled_back")
@@ -385,25 +428,39 @@ async def reset_workflow_circuit_breaker(workflow_id: str, stage_id: str) -> Bre
     return BreakerStatus.model_validate({k: view[k] for k in BreakerStatus.model_fields})
 
 
-async def get_workflow_status(execution_id: str) -> WorkflowStatus:
-    """The execution's read model; an unknown id raises ``ExecutionNotFoundError``."""
+async def get_workflow_status(
+    execution_id: str, *, organization_id: str | None = None
+) -> WorkflowStatus:
+    """The execution's read model; an unknown id raises ``ExecutionNotFoundError``, and so does
+    another organization's execution when ``organization_id`` is given (every call that takes
+    ``organization_id`` behaves so)."""
     store = await _ready_store()
-    return await fetch_status(store.pool, execution_id)
+    return await fetch_status(store.pool, execution_id, organization_id)
 
 
-async def get_execution_events(execution_id: str) -> list[Event]:
+async def _check_owner(store: EventStore, execution_id: str, organization_id: str | None) -> None:
+    if organization_id is not None:
+        await fetch_status(store.pool, execution_id, organization_id)
+
+
+async def get_execution_events(
+    execution_id: str, *, organization_id: str | None = None
+) -> list[Event]:
     """The execution's event log, in order; an unknown id raises ``ExecutionNotFoundError``."""
     store = await _ready_store()
+    await _check_owner(store, execution_id, organization_id)
     return await store.read_existing(execution_id)
 
 
 async def watch_execution(
-    execution_id: str, *, after_seq: int = 0, timeout: float | None = None
+    execution_id: str, *, after_seq: int = 0, timeout: float | None = None,
+    organization_id: str | None = None,
 ) -> AsyncIterator[Event]:
     """Yield the execution's events as they are appended (LISTEN/NOTIFY, no polling loop),
     starting after ``after_seq``, until its next terminal event."""
     eid = parse_execution_id(execution_id)
     store = await _ready_store()
+    await _check_owner(store, eid, organization_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     last = after_seq
     async with store.subscribe(eid) as woken:
@@ -427,13 +484,16 @@ async def watch_execution(
                 await asyncio.wait_for(woken.wait(), wait_for)
 
 
-async def wait_for_workflow(execution_id: str, timeout: float | None = None) -> WorkflowStatus:
+async def wait_for_workflow(
+    execution_id: str, timeout: float | None = None, *, organization_id: str | None = None
+) -> WorkflowStatus:
     """The status once terminal; :class:`WaitTimeoutError` after ``timeout`` seconds.
 
     Waits on notifications (no polling) and reads the status only when one says the
     execution may have ended."""
     store = await _ready_store()
     eid = parse_execution_id(execution_id)
+    await _check_owner(store, eid, organization_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     async with store.subscribe(eid) as woken:
         check = True
@@ -475,18 +535,24 @@ async def rebuild_projections() -> dict[str, int]:
     return await _rebuild(store.pool)
 
 
-async def replay_execution(execution_id: str, until_seq: int | None = None) -> ExecutionSnapshot:
+async def replay_execution(
+    execution_id: str, until_seq: int | None = None, *, organization_id: str | None = None
+) -> ExecutionSnapshot:
     """The execution's state folded from its log up to event ``until_seq`` (all by default)."""
     if until_seq is not None and until_seq < 1:
         raise InvalidContextError(f"until_seq must be 1 or more, got {until_seq}")
     store = await _ready_store()
+    await _check_owner(store, execution_id, organization_id)
     events = await store.read_existing(execution_id, until_seq=until_seq)
     return snapshot(fold(events))
 
 
-async def replay_history(execution_id: str) -> list[tuple[Event, ExecutionSnapshot]]:
+async def replay_history(
+    execution_id: str, *, organization_id: str | None = None
+) -> list[tuple[Event, ExecutionSnapshot]]:
     """Every event of the execution with the state right after it."""
     store = await _ready_store()
+    await _check_owner(store, execution_id, organization_id)
     events = await store.read_existing(execution_id)
     state: ExecutionState | None = None
     history: list[tuple[Event, ExecutionSnapshot]] = []

@@ -91,13 +91,16 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     )
 
     context = SEED_CONTEXT if args.context is None else _load_json_arg(args.context, "--context")
+    if args.context is None and args.org:
+        context = {**SEED_CONTEXT, "organizationId": args.org}
     print(f"starting {args.workflow} (a local Ray starts on first use: a few seconds)…",
           file=sys.stderr)
     # A local Ray ends with this process: executions it left unfinished resume here.
     report = await initialize_workflow_system()
     if report["resumed"]:
         print(f"resumed {len(report['resumed'])} unfinished execution(s)", file=sys.stderr)
-    execution_id = await execute_workflow_dag(args.workflow, context, args.user)
+    execution_id = await execute_workflow_dag(args.workflow, context, args.user,
+                                              organization_id=args.org)
     _out(execution_id)
     if not args.wait:
         print(f"started; follow it with `wfdag status {execution_id}`. With a local Ray (no "
@@ -117,7 +120,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 async def _cmd_status(args: argparse.Namespace) -> int:
     from actors.api import get_workflow_status
 
-    status = await get_workflow_status(args.execution_id)
+    status = await get_workflow_status(args.execution_id, organization_id=args.org)
     if args.json:
         _out(status.model_dump_json(indent=2))
         return 0
@@ -137,7 +140,7 @@ async def _cmd_status(args: argparse.Namespace) -> int:
 async def _cmd_events(args: argparse.Namespace) -> int:
     from actors.api import get_execution_events
 
-    events = await get_execution_events(args.execution_id)
+    events = await get_execution_events(args.execution_id, organization_id=args.org)
     for event in events:
         if args.json:
             _out(event.model_dump_json())
@@ -149,7 +152,7 @@ async def _cmd_events(args: argparse.Namespace) -> int:
 async def _cmd_rollback(args: argparse.Namespace) -> int:
     from actors.api import rollback_workflow, wait_for_workflow
 
-    status = await rollback_workflow(args.execution_id, args.user)
+    status = await rollback_workflow(args.execution_id, args.user, organization_id=args.org)
     print(f"{status.execution_id}: {status.status}", file=sys.stderr)
     if args.wait:
         status = await wait_for_workflow(status.execution_id, timeout=args.timeout)
@@ -160,7 +163,8 @@ async def _cmd_rollback(args: argparse.Namespace) -> int:
 async def _cmd_retry(args: argparse.Namespace) -> int:
     from actors.api import retry_failed_workflow, wait_for_workflow
 
-    new_id = await retry_failed_workflow(args.execution_id, args.user)
+    new_id = await retry_failed_workflow(args.execution_id, args.user,
+                                         organization_id=args.org)
     _out(new_id)
     if args.wait:
         status = await wait_for_workflow(new_id, timeout=args.timeout)
@@ -212,7 +216,8 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     from actors.api import replay_execution, replay_history
 
     if args.until is not None:
-        snap = await replay_execution(args.execution_id, args.until)
+        snap = await replay_execution(args.execution_id, args.until,
+                                      organization_id=args.org)
         if args.json:
             _out(snap.model_dump_json(indent=2))
             return 0
@@ -228,7 +233,7 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
         if snap.error_message:
             _out(f"  error        {snap.error_message}")
         return 0
-    for event, snap in await replay_history(args.execution_id):
+    for event, snap in await replay_history(args.execution_id, organization_id=args.org):
         if args.json:
             _out(json.dumps({"seq": event.seq, "type": event.type,
                               "state": snap.model_dump(mode="json")}))
@@ -319,7 +324,7 @@ async def _cmd_graph(args: argparse.Namespace) -> int:
     if is_execution:
         store = await _ready_store()
         events = await store.read_existing(args.target)
-        snap = await replay_execution(args.target)
+        snap = await replay_execution(args.target, organization_id=args.org)
         first = events[0]
         dag = WorkflowDAG.model_validate(first.dag)  # type: ignore[union-attr]
         states = dict(snap.stage_status)
@@ -429,9 +434,10 @@ async def _cmd_recover(args: argparse.Namespace) -> int:
 async def _cmd_wait(args: argparse.Namespace) -> int:
     from actors.api import get_workflow_status, watch_execution
 
-    async for event in watch_execution(args.execution_id, timeout=args.timeout):
+    async for event in watch_execution(args.execution_id, timeout=args.timeout,
+                                       organization_id=args.org):
         print(describe_event(event), file=sys.stderr)
-    status = await get_workflow_status(args.execution_id)
+    status = await get_workflow_status(args.execution_id, organization_id=args.org)
     _out(f"{status.status}" + (f": {status.error_message}" if status.error_message else ""))
     return 0 if status.status == "completed" else 1
 
@@ -453,17 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="show progress until it ends; exit 1 "
                    "unless it completed")
     p.add_argument("--timeout", type=float, default=None, help="give up waiting after SECONDS")
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("status", help="show an execution's status")
     p.add_argument("execution_id")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("wait", help="follow an execution (started by any driver) until it ends; "
                        "exit 1 unless it completed")
     p.add_argument("execution_id")
     p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_wait)
 
     p = sub.add_parser("recover", help="recovery sweep: requeue executions nobody drives, "
@@ -474,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="show an execution's event log")
     p.add_argument("execution_id")
     p.add_argument("--json", action="store_true", help="one JSON object a line (export)")
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_events)
 
     p = sub.add_parser("rollback", help="compensate a completed or failed execution")
@@ -481,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default="user-123")
     p.add_argument("--wait", action="store_true", help="wait until the rollback ends")
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("retry", help="start a new execution of a failed or rolled-back one")
@@ -488,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default="user-123")
     p.add_argument("--wait", action="store_true")
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_retry)
 
     p = sub.add_parser("breakers", help="circuit breakers: list them, or `reset WORKFLOW STAGE`")
@@ -500,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("execution_id")
     p.add_argument("--until", type=int, metavar="SEQ", help="the state after event SEQ")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("validate", help="check a JSON or YAML workflow definition")
@@ -512,6 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to FILE instead of standard output")
     p.add_argument("--registered", action="store_true",
                    help="draw the registered definition even for a canonical id")
+    p.add_argument("--org", metavar="ORG_ID", help="act as organization ORG_ID: another "
+                   "organization's execution is not found")
     p.set_defaults(func=_cmd_graph)
 
     p = sub.add_parser("metrics", help="the key metrics of one workflow or of all")

@@ -43,6 +43,7 @@ from events import (
     is_embedded_default,
     upstream_outputs,
 )
+from events.secrets import has_sealed, open_secrets, scrub, secret_values
 from projections.queue import (
     QUEUE_CHANNEL,
     Claim,
@@ -133,6 +134,8 @@ class ExecutionActor:
         self._lease_pid: int | None = None
         self._lost = False  # the execution driven was lost with the database connection
         self._lease_lost = asyncio.Event()  # set when the lease connection dies
+        self._context: dict[str, Any] = {}  # the driven execution's context, secrets opened
+        self._secrets: list[str] = []  # its secret values, to scrub from agents' words
         self._wake = asyncio.Event()
         # An async actor's __init__ runs on its running event loop: schedule the work there.
         self._serve_task = asyncio.get_running_loop().create_task(self._serve())
@@ -240,6 +243,10 @@ class ExecutionActor:
                 return "missing"
             state = fold(events)
             log.info("execution.replayed", version=state.version, status=state.status)
+            # Sealed secrets are opened for the agents only; what agents say is scrubbed of them.
+            self._context = open_secrets(state.context) if has_sealed(state.context) \
+                else state.context
+            self._secrets = secret_values(self._context)
             if state.version == 1:
                 record_started(state.workflow_id)
             await self._drive(store, state)
@@ -325,10 +332,13 @@ class ExecutionActor:
                 self._refs.pop(key, None)
                 record = attempt_events if outcome.kind == "run" else compensation_events
                 extra = {"breaker": outcome.breaker} if outcome.kind == "run" else {}
+                output, error = outcome.output, outcome.error
+                if self._secrets:  # an agent that echoes a secret does not get it stored
+                    output, error = scrub(output, self._secrets), scrub(error, self._secrets)
                 for event in record(
                     state, outcome.stage_id, attempt=outcome.attempt, now=_now(),
-                    duration_ms=outcome.duration_ms, output=outcome.output,
-                    error=outcome.error, rng=self._rng, **extra,
+                    duration_ms=outcome.duration_ms, output=output,
+                    error=error, rng=self._rng, **extra,
                 ):
                     apply(state, event)
                     pending.append(event)
@@ -400,7 +410,7 @@ class ExecutionActor:
             "stage_id": stage.id,
             "stage_name": stage.name,
             "attempt": attempt,
-            "context": state.context,
+            "context": self._context,
             "inputs": upstream_outputs(state, stage.id),
             "idempotency_key": f"{state.execution_id}:{stage.id}",
             "agent_type": stage.agent_type,

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from events.secrets import SECRET_KEY_PATTERN
+
 __all__ = ["configure_logging", "get_logger", "redact"]
 
-SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key"
-    r"|access[_-]?key|session[_-]?key|cookie",
-    re.I,
-)
+SECRET_KEY = SECRET_KEY_PATTERN  # one definition of "secret-like", shared with sealing
 REDACTED = "***"
 
 

@@ -43,7 +43,13 @@ from definitions.models import (
     WorkflowStage,
 )
 from definitions.retry import JITTER_FRACTION, RETRY_CONFIGS, RetryConfig, backoff_delay_ms
-from definitions.validation import validate_workflow_dag
+from definitions.validation import (
+    MAX_NESTING,
+    MAX_STAGES,
+    MAX_TRANSITIONS,
+    nested_deeper_than,
+    validate_workflow_dag,
+)
 
 __all__ = [
     "AGENT_TYPES",
@@ -51,6 +57,9 @@ __all__ = [
     "CANONICAL_WORKFLOWS",
     "INTERVENTION_VARIANCE_THRESHOLD_PCT",
     "JITTER_FRACTION",
+    "MAX_NESTING",
+    "MAX_STAGES",
+    "MAX_TRANSITIONS",
     "RETRY_CONFIGS",
     "AgentOutputError",
     "AuthenticationError",
@@ -84,5 +93,6 @@ __all__ = [
     "canonical_workflows",
     "classify_error",
     "is_valid_handler",
+    "nested_deeper_than",
     "validate_workflow_dag",
 ]

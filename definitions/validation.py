@@ -7,7 +7,32 @@ from collections import Counter
 from definitions.compensation import is_valid_handler
 from definitions.models import ValidationResult, WorkflowDAG
 
-__all__ = ["validate_workflow_dag"]
+__all__ = ["MAX_NESTING", "MAX_STAGES", "MAX_TRANSITIONS", "nested_deeper_than",
+           "validate_workflow_dag"]
+
+#: Limits that keep an absurd definition or context from being stored (or from exhausting a
+#: recursive encoder): stages and transitions of one workflow; levels of nested objects/lists.
+MAX_STAGES = 1000
+MAX_TRANSITIONS = 10_000
+MAX_NESTING = 64
+
+
+def nested_deeper_than(value: object, limit: int = MAX_NESTING) -> bool:
+    """True when dicts/lists in ``value`` nest more than ``limit`` levels (iterative: safe on
+    any depth)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list | tuple):
+            children = list(item)
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _find_cycle(dag: WorkflowDAG) -> list[str] | None:
@@ -48,6 +73,11 @@ def validate_workflow_dag(dag: WorkflowDAG) -> ValidationResult:
     """
     errors: list[str] = []
     warnings: list[str] = []
+    if len(dag.stages) > MAX_STAGES or len(dag.transitions) > MAX_TRANSITIONS:
+        return ValidationResult(valid=False, errors=[
+            f"the workflow has {len(dag.stages)} stages and {len(dag.transitions)} transitions; "
+            f"at most {MAX_STAGES} stages and {MAX_TRANSITIONS} transitions are allowed"],
+            warnings=[])
     ids = [stage.id for stage in dag.stages]
     known = set(ids)
 

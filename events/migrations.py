@@ -163,6 +163,14 @@ MIGRATIONS: list[tuple[int, str]] = [
           ADD COLUMN orphaned_by TEXT;
         """,
     ),
+    (
+        6,
+        """
+        ALTER TABLE workflow_executions ADD COLUMN organization_id TEXT;
+        UPDATE workflow_executions SET organization_id = context->>'organizationId';
+        CREATE INDEX workflow_executions_org ON workflow_executions (organization_id, started_at);
+        """,
+    ),
 ]
 
 

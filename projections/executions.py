@@ -34,8 +34,14 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "rolled_back"})
 COLUMNS = (
     "id", "workflow_definition_id", "workflow_version", "status", "current_stage",
     "started_at", "completed_at", "error_message", "context", "audit_context",
-    "circuit_breaker_state", "created_by", "last_seq", "updated_at",
+    "circuit_breaker_state", "created_by", "last_seq", "updated_at", "organization_id",
 )
+
+
+def organization_of(context: dict[str, Any]) -> str | None:
+    """The organization an execution belongs to: its context's ``organizationId``."""
+    org = context.get("organizationId")
+    return org if isinstance(org, str) and org else None
 
 
 def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dict[str, Any]:
@@ -54,6 +60,7 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
                 "audit_context": {"user_id": data["user_id"], "retry_of": data.get("retry_of"),
                                   "idempotency_key": data.get("idempotency_key")},
                 "circuit_breaker_state": None, "created_by": data["user_id"],
+                "organization_id": organization_of(data["context"]),
             }
         elif kind == "stage_started":
             if current["status"] == "initiated":
@@ -162,6 +169,7 @@ class WorkflowStatus(BaseModel):
     last_seq: int
     circuit_breaker_state: dict[str, Any] | None = None
     audit_context: dict[str, Any] | None = None
+    organization_id: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -173,12 +181,17 @@ class WorkflowStatus(BaseModel):
         return steps if isinstance(steps, list) else []
 
 
-async def fetch_status(conn: DBReader, execution_id: str) -> WorkflowStatus:
+async def fetch_status(
+    conn: DBReader, execution_id: str, organization_id: str | None = None
+) -> WorkflowStatus:
+    """The status of an execution; with ``organization_id``, another organization's execution
+    is not found, exactly like a missing one."""
     eid = parse_execution_id(execution_id)
     row = await conn.fetchrow(
         "SELECT e.*, q.execution_id IS NOT NULL AND q.runner IS NULL AS waiting "
         "FROM workflow_executions e LEFT JOIN execution_queue q ON q.execution_id = e.id "
-        "WHERE e.id = $1::uuid", eid)
+        "WHERE e.id = $1::uuid AND ($2::text IS NULL OR e.organization_id = $2::text)",
+        eid, organization_id)
     if row is None:
         raise ExecutionNotFoundError(execution_id)
     status = row["status"]
@@ -198,4 +211,5 @@ async def fetch_status(conn: DBReader, execution_id: str) -> WorkflowStatus:
         last_seq=row["last_seq"],
         circuit_breaker_state=row["circuit_breaker_state"],
         audit_context=row["audit_context"],
+        organization_id=row["organization_id"],
     )

@@ -170,3 +170,16 @@ def logged_sleep(ctx: StageContext) -> dict[str, Any]:
     time.sleep(float(ctx.context.get("seconds", 1)))
     _touch(log, f"end {time.time()} {os.getpid()}")
     return {"pid": os.getpid()}
+
+
+def secret_user(ctx: StageContext) -> dict[str, Any]:
+    """Uses the context's secrets: returns a digest of them (so the test can tell it got the
+    plain values) and, when asked, echoes one or fails with it in the message."""
+    import hashlib
+
+    password = ctx.context["password"]
+    api_key = ctx.context["credentials"]["api_key"]
+    if ctx.context.get("fail"):
+        raise ValueError(f"login refused for password {password}")
+    digest = hashlib.sha256(f"{password}|{api_key}".encode()).hexdigest()
+    return {"digest": digest, "note": f"signed in with {password}"}

@@ -21,6 +21,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # The admission cap the suite runs under (the pool of execution actors): 10, as issue 6 tests.
 os.environ.setdefault("WFDAG_POOL_SIZE", "10")
+# The key that seals secrets in contexts, for this run only (set before Ray starts, so the
+# execution actors have it too); nothing is written to the real key file.
+os.environ.setdefault("WFDAG_SECRET_KEY", "sJ0vQ0bq7m3xWJ7cQ9mJ4z8m4xHqV3oQH0m3q4mJ2yE=")
 
 
 def _with_database(url: str, name: str) -> str:

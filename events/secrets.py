@@ -1,0 +1,179 @@
+"""Secrets in contexts: sealed (encrypted) before anything is stored, opened for agents only.
+
+A context value under a secret-like key (``password``, ``secret``, ``token``, ``api_key``,
+``authorization``, ``credentials``, … at any depth) is replaced, before the first event is
+written, by ``{"$wfdag_secret": "<Fernet token>"}`` — the JSON of the value, encrypted and
+authenticated (AES-128-CBC + HMAC-SHA256, from the well-kept ``cryptography`` package).  Events,
+read models, status results and exports hold only that; the execution actor opens it for the
+stage task that hands the context to an agent, so a restarted actor, reading the log, can too.
+
+The key: ``WFDAG_SECRET_KEY`` (a Fernet key: ``python -c "from cryptography.fernet import
+Fernet; print(Fernet.generate_key().decode())"``), else the key file ``$WFDAG_HOME/secret.key``,
+generated (mode 0600) the first time a secret is sealed.  Every process of a cluster needs the
+same key: set ``WFDAG_SECRET_KEY`` on every node (``wfdag.env``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from definitions import WfdagError
+from events.database import wfdag_home
+
+__all__ = [
+    "SEALED",
+    "SECRET_KEY_PATTERN",
+    "SecretKeyError",
+    "is_secret_key",
+    "open_secrets",
+    "scrub",
+    "seal_secrets",
+    "secret_values",
+]
+
+SECRET_KEY_PATTERN = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key"
+    r"|access[_-]?key|session[_-]?key|cookie",
+    re.I,
+)
+SEALED = "$wfdag_secret"
+MASK = "***"
+
+
+class SecretKeyError(WfdagError):
+    """No usable key to seal or open secrets with."""
+
+
+def is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and bool(SECRET_KEY_PATTERN.search(key))
+
+
+_lock = threading.Lock()
+_fernet: Fernet | None = None
+
+
+def _key_file() -> Path:
+    return wfdag_home() / "secret.key"
+
+
+def _load(create: bool) -> Fernet:
+    global _fernet
+    with _lock:
+        if _fernet is not None:
+            return _fernet
+        raw = os.environ.get("WFDAG_SECRET_KEY")
+        source = "WFDAG_SECRET_KEY"
+        if not raw:
+            path = _key_file()
+            source = str(path)
+            if path.exists():
+                raw = path.read_text().strip()
+            elif create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                raw = Fernet.generate_key().decode()
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(raw + "\n")
+            else:
+                raise SecretKeyError(
+                    f"this execution's context holds sealed secrets but no key is configured: "
+                    f"set WFDAG_SECRET_KEY (the same on every node) or provide {path}")
+        try:
+            _fernet = Fernet(raw.encode())
+        except (ValueError, TypeError):
+            raise SecretKeyError(
+                f"the secret key from {source} is not a Fernet key (32 url-safe base64 bytes); "
+                f"generate one with cryptography.fernet.Fernet.generate_key()") from None
+        return _fernet
+
+
+def _is_sealed(value: object) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and SEALED in value
+
+
+def seal_secrets(value: Any) -> Any:
+    """A copy of ``value`` with every value under a secret-like key sealed (already sealed
+    values are kept)."""
+    if isinstance(value, dict):
+        if _is_sealed(value):
+            return value
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if is_secret_key(key) and item is not None and not _is_sealed(item):
+                token = _load(create=True).encrypt(json.dumps(item).encode()).decode()
+                out[key] = {SEALED: token}
+            else:
+                out[key] = seal_secrets(item)
+        return out
+    if isinstance(value, list):
+        return [seal_secrets(item) for item in value]
+    return value
+
+
+def open_secrets(value: Any) -> Any:
+    """A copy of ``value`` with every sealed secret opened (for the agent, never for storage)."""
+    if isinstance(value, dict):
+        if _is_sealed(value):
+            token = value[SEALED]
+            try:
+                return json.loads(_load(create=False).decrypt(str(token).encode()))
+            except InvalidToken:
+                raise SecretKeyError(
+                    "a sealed secret does not open with the configured key: every process "
+                    "must use the key the secret was sealed with (WFDAG_SECRET_KEY)") from None
+        return {key: open_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [open_secrets(item) for item in value]
+    return value
+
+
+def has_sealed(value: Any) -> bool:
+    if _is_sealed(value):
+        return True
+    if isinstance(value, dict):
+        return any(has_sealed(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_sealed(v) for v in value)
+    return False
+
+
+def secret_values(opened: Any) -> list[str]:
+    """The plain-text strings under secret-like keys of an opened context (to scrub them from
+    what agents say: error messages, outputs).  Very short ones are left out (false hits)."""
+    found: list[str] = []
+    stack: list[tuple[Any, bool]] = [(opened, False)]
+    while stack:
+        item, secret = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((v, secret or is_secret_key(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, secret) for v in item)
+        elif secret and item is not None and not isinstance(item, bool):
+            text = str(item)
+            if len(text) >= 4:
+                found.append(text)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def scrub(value: Any, secrets: Iterable[str]) -> Any:
+    """A copy of ``value`` with each secret string masked wherever it appears in a string."""
+    secrets = list(secrets)
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    return value
