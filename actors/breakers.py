@@ -216,6 +216,8 @@ class BreakerRegistry:
             store = await new_store(self._database_url, max_size=3)
             self._listener = await store.pool.acquire()
             await self._listener.add_listener(CHANNEL, self._on_notify)
+            # A database restart ends the LISTEN connection: start over (reload) on next use.
+            self._listener.add_termination_listener(lambda _conn: self._forget(store))
             async with store.pool.acquire() as conn:
                 rows = await conn.fetch("SELECT * FROM circuit_breakers")
             for row in rows:
@@ -223,6 +225,12 @@ class BreakerRegistry:
             self._store = store
             self._log.info("breakers.loaded", count=len(rows))
         return self._store
+
+    def _forget(self, store: EventStore) -> None:
+        if self._store is store:
+            self._store = None
+            self._log.warning("breakers.database_lost", next_step="reload on next use")
+        store.pool.terminate()
 
     def _load(self, row: Any) -> None:
         breaker = self._breakers.get(row["key"])

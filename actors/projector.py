@@ -9,6 +9,7 @@ import ray
 
 from actors.logs import get_logger
 from actors.runtime import NAMESPACE, new_store
+from events import is_database_outage
 from projections import ProjectionRunner
 
 __all__ = ["PROJECTOR_NAME", "ProjectionActor", "ensure_projector"]
@@ -25,15 +26,26 @@ class ProjectionActor:
         self._task = asyncio.get_running_loop().create_task(self._main(database_url))
 
     async def _main(self, database_url: str) -> None:
-        store = await new_store(database_url, max_size=3)
-        self._log.info("projections.started")
-        try:
-            await ProjectionRunner(store.pool).run(self._stop)
-        except Exception:
-            self._log.exception("projections.crashed")
-            raise
-        finally:
-            await store.close()
+        backoff = 0.5
+        while not self._stop.is_set():
+            store = None
+            try:
+                store = await new_store(database_url, max_size=3)
+                self._log.info("projections.started", reconnect=backoff > 0.5)
+                backoff = 0.5
+                await ProjectionRunner(store.pool).run(self._stop)
+            except Exception as exc:
+                # A database restart ends the LISTEN connection: reconnect and catch up (the
+                # checkpoint is in the database: nothing is skipped or applied twice).
+                outage = is_database_outage(exc)
+                self._log.warning("projections.reconnecting" if outage else "projections.crashed",
+                                  error=f"{type(exc).__name__}: {exc}"[:300],
+                                  retry_in_s=backoff, exc_info=not outage)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if store is not None:
+                    store.pool.terminate()
 
     async def ready(self) -> bool:
         return not self._task.done()

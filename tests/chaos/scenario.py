@@ -75,6 +75,19 @@ async def retrying(what: str, make: Any, deadline: float) -> Any:
             delay = min(delay * 2, 2.0)
 
 
+async def _projected(url: str) -> int:
+    """Completed executions in the metrics read model (kept by the projection actor only)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM metrics_executions WHERE workflow_id = 'chaos-v1' "
+            "AND status = 'completed'"))
+    finally:
+        await conn.close()
+
+
 async def main_async(db: Database, work: Path, rng: random.Random) -> dict[str, Any]:
     import ray
 
@@ -155,6 +168,13 @@ async def main_async(db: Database, work: Path, rng: random.Random) -> dict[str, 
             gaps.append(eid)
         per_stage = Counter(e.stage_id for e in events if e.type == "stage_completed")
         duplicated += [f"{eid}:{s}" for s, n in per_stage.items() if n > 1]
+    # The projection actor rode out the restarts too: its read model catches up by itself.
+    caught_up = False
+    until = time.monotonic() + 60
+    while not caught_up and time.monotonic() < until:
+        caught_up = await retrying("metrics", lambda: _projected(db.url), until) == len(ids)
+        if not caught_up:
+            await asyncio.sleep(1.0)
     effects = Counter(p.name for p in await asyncio.to_thread(lambda: list(work.glob("effect-*"))))
     return {
         "seed": SEED,
@@ -168,6 +188,7 @@ async def main_async(db: Database, work: Path, rng: random.Random) -> dict[str, 
         "duplicated_examples": duplicated[:5],
         "log_gaps": len(gaps),
         "side_effects": len(effects),
+        "projection_caught_up": caught_up,
         "database_restarts": len(faults["restarts"]),
         "actor_kills": len(faults["kills"]),
     }

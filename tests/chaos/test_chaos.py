@@ -39,5 +39,6 @@ def test_database_restarts_and_actor_kills_lose_and_duplicate_nothing() -> None:
     assert (result["completed"], result["lost"], result["duplicated_stages"]) == (100, 0, 0), \
         result
     assert result["log_gaps"] == 0, result
+    assert result["projection_caught_up"], result
     assert result["side_effects"] == 300, result  # once per idempotency key
     assert result["database_restarts"] >= 3 and result["actor_kills"] >= 8, result
