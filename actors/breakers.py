@@ -312,9 +312,12 @@ class BreakerRegistry:
         token = None if verdict in (None, "pass") else verdict
         return self._view(breaker, admitted=verdict is not None, token=token)
 
-    async def record(self, workflow_id: str, stage_id: str, ok: bool,
-                     token: str | None) -> dict[str, Any]:
-        breaker = await self._get(workflow_id, stage_id)
+    async def record(self, workflow_id: str, stage_id: str, ok: bool, token: str | None,
+                     failure_threshold: int | None = None,
+                     cooldown_seconds: float | None = None) -> dict[str, Any]:
+        """Record an attempt's result (the stage's breaker config comes along: a runner that
+        admitted the attempt from its own view of a closed breaker never called acquire)."""
+        breaker = await self._get(workflow_id, stage_id, failure_threshold, cooldown_seconds)
         before = (breaker.state, breaker.failure_count)
         breaker.record(ok, token, datetime.now(UTC))
         await self._persist(breaker, before)

@@ -22,7 +22,8 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayError
 
-from actors.breakers import breaker_registry
+from actors.breakers import CHANNEL as BREAKER_CHANNEL
+from actors.breakers import breaker_key, breaker_registry
 from actors.logs import get_logger
 from actors.metrics import record_events, record_started, set_live
 from actors.runtime import NAMESPACE, new_store
@@ -98,6 +99,11 @@ def _error(type_: str, message: str, retryable: bool) -> dict[str, Any]:
     return {"type": type_, "message": message[:2000], "retryable": retryable, "status_code": None}
 
 
+_CLOSED = ("closed", 0)
+_ADMITTED: dict[str, Any] = {"admitted": True, "state": "closed", "failure_count": 0,
+                             "token": None, "next_attempt_at": None}
+
+
 class _LeaseLost(Exception):
     """The runner's lease connection died: it no longer owns the execution."""
 
@@ -134,6 +140,9 @@ class ExecutionActor:
         self._lease_pid: int | None = None
         self._lost = False  # the execution driven was lost with the database connection
         self._lease_lost = asyncio.Event()  # set when the lease connection dies
+        # breaker key → (state, failures) as last seen; None: ask the registry.  None as a
+        # whole until loaded.  A key never seen has never failed: closed, no failures.
+        self._breaker_view: dict[str, tuple[str, int] | None] | None = None
         self._context: dict[str, Any] = {}  # the driven execution's context, secrets opened
         self._secrets: list[str] = []  # its secret values, to scrub from agents' words
         self._wake = asyncio.Event()
@@ -153,6 +162,19 @@ class ExecutionActor:
 
     def _on_enqueued(self, *_args: object) -> None:
         self._wake.set()
+
+    async def _load_breaker_view(self, conn: Any) -> None:
+        """This runner's view of the circuit breakers: a breaker it knows closed with no
+        failures admits an attempt without a round trip to the registry.  Every persisted
+        change is notified on ``wfdag_breakers``; a notified breaker is asked again."""
+        self._breaker_view = None
+        await conn.add_listener(BREAKER_CHANNEL, self._on_breaker)
+        rows = await conn.fetch("SELECT key, state, failure_count FROM circuit_breakers")
+        self._breaker_view = {r["key"]: (r["state"], r["failure_count"]) for r in rows}
+
+    def _on_breaker(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        if self._breaker_view is not None:
+            self._breaker_view[str(payload).rpartition(" ")[0]] = None  # ask the registry
 
     async def _serve(self) -> None:
         me = ray.get_runtime_context().current_actor
@@ -180,6 +202,7 @@ class ExecutionActor:
                     self._lost = False
                 wake = self._wake
                 await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
+                await self._load_breaker_view(lease_conn)
                 self._log.info("runner.ready", reconnect=backoff > 0.5)
                 backoff = 0.5
                 set_live(self.name, 0)
@@ -430,10 +453,17 @@ class ExecutionActor:
         log = self._log.bind(stage_id=stage_id, attempt=attempt)
         registry = breaker_registry(self._database_url)
         cb = stage.breaker
-        admission = await registry.acquire.remote(
-            state.workflow_id, stage_id, cb.failure_threshold, cb.cooldown_seconds,
-            stage.timeout_seconds + 30,
-        )
+        key = breaker_key(state.workflow_id, stage_id)
+        view = self._breaker_view
+        if view is not None and view.get(key, _CLOSED) == _CLOSED:
+            admission = _ADMITTED  # closed, no failures: no round trip
+        else:
+            admission = await registry.acquire.remote(
+                state.workflow_id, stage_id, cb.failure_threshold, cb.cooldown_seconds,
+                stage.timeout_seconds + 30,
+            )
+            if view is not None:
+                view[key] = (admission["state"], admission["failure_count"])
         seen = {k: admission[k] for k in ("state", "failure_count")}
         if not admission["admitted"]:
             log.warning("stage.circuit_open", next_attempt_at=admission["next_attempt_at"])
@@ -454,7 +484,10 @@ class ExecutionActor:
             seen = {"state": "closed", "failure_count": 0}
         else:
             after = await registry.record.remote(state.workflow_id, stage_id, error is None,
-                                                 admission["token"])
+                                                 admission["token"], cb.failure_threshold,
+                                                 cb.cooldown_seconds)
+            if view is not None:
+                view[key] = (after["state"], after["failure_count"])
             seen = {"state": after["state"], "failure_count": after["failure_count"]}
             if after.get("transition"):
                 seen["transition"] = after["transition"]
