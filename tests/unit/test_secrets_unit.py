@@ -44,3 +44,17 @@ def test_scrub_masks_secret_values_wherever_they_appear() -> None:
     assert found == ["tok-123456", "hunter2-x"]
     said = {"msg": "auth hunter2-x failed", "list": ["tok-123456", "ok"], "n": 3}
     assert secrets.scrub(said, found) == {"msg": "auth *** failed", "list": ["***", "ok"], "n": 3}
+
+
+def test_log_lines_redact_values_under_secret_like_keys_at_any_depth() -> None:
+    from actors.logs import _redact_processor
+
+    line = _redact_processor(None, "info", {
+        "event": "execution.initiated", "execution_id": "e1",
+        "context": {"user": "ann", "credentials": {"api_key": "sk-1"},
+                    "items": [{"Authorization": "Bearer abc"}]},
+        "password": "hunter2"})
+    assert line["execution_id"] == "e1" and line["context"]["user"] == "ann"
+    assert line["password"] == "***" and line["context"]["credentials"] == "***"
+    assert line["context"]["items"][0]["Authorization"] == "***"
+    assert "sk-1" not in str(line) and "hunter2" not in str(line) and "abc" not in str(line)
