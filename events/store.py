@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 
@@ -31,7 +31,9 @@ from events.models import Event, event_from_row, event_to_row
 __all__ = [
     "NOTIFY_CHANNEL",
     "EventStore",
+    "Prepared",
     "Projector",
+    "StatementProjector",
     "execution_lock_key",
     "lease_is_free",
     "parse_execution_id",
@@ -40,6 +42,27 @@ __all__ = [
 NOTIFY_CHANNEL = "wfdag_events"
 
 Projector = Callable[[DBConnection, Sequence[Event]], Awaitable[None]]
+
+
+class Prepared(NamedTuple):
+    """A projector's part of a single-statement append: data-modifying CTE bodies and final
+    SELECT expressions, their parameters written ``{0}``, ``{1}``, … (renumbered by the store)
+    and ``{ok}`` — true only when every event of the append was inserted; ``on_success`` runs
+    once the statement committed."""
+
+    ctes: list[str]
+    selects: list[str]
+    params: list[Any]
+    on_success: Callable[[], None] | None = None
+
+
+class StatementProjector(Protocol):
+    """A projector that can also write inside the append's own statement (one round trip):
+    :meth:`prepare` may read (e.g. a row it has not cached) but must not write."""
+
+    async def __call__(self, conn: DBConnection, events: Sequence[Event]) -> None: ...
+
+    async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared: ...
 
 _APPEND = """
 WITH ins AS (
@@ -51,16 +74,16 @@ WITH ins AS (
      OR EXISTS (SELECT 1 FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int))
     {lease}
   RETURNING 1
-)
-SELECT count(*) AS n, pg_notify($8::text, $9::text) FROM ins
+),
+ins_count AS (SELECT count(*) AS n FROM ins){ctes}
+SELECT n, pg_notify($8::text, $9::text){selects} FROM ins_count
 """
 # A runner's append also proves it still holds the execution's lease (the advisory lock on
 # its lease connection, backend pid $10): a runner that lost it — a partition, a database
 # restart — writes nothing, whatever its version says.
-_APPEND_LEASED = _APPEND.format(lease="""AND EXISTS (
+_LEASE = """AND EXISTS (
       SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $10::int
-        AND classid = $11::bigint::oid AND objid = $12::bigint::oid AND objsubid = 1)""")
-_APPEND = _APPEND.format(lease="")
+        AND classid = $11::bigint::oid AND objid = $12::bigint::oid AND objsubid = 1)"""
 
 _READ = """
 SELECT seq, event_type, stage_id, metadata, created_at FROM workflow_events
@@ -155,6 +178,9 @@ class EventStore:
     def __init__(self, pool: asyncpg.Pool, *, projectors: Sequence[Projector] = ()) -> None:
         self.pool = pool
         self._projectors = tuple(projectors)
+        # Every projector can write inside the append's statement: one round trip per append.
+        self._single_statement = bool(self._projectors) and all(
+            hasattr(p, "prepare") for p in self._projectors)
         self._notifier = _Notifier(pool)
 
     def last_notified_type(self, execution_id: str) -> str | None:
@@ -198,13 +224,41 @@ class EventStore:
                 [r[4] for r in rows], [r[5] for r in rows], expected_version, NOTIFY_CHANNEL,
                 f"{execution_id}:{last.seq}:{last.type}",
             ]
-            sql = _APPEND
+            lease = ""
             if lease_pid is not None:
                 key = execution_lock_key(execution_id)
-                sql = _APPEND_LEASED
+                lease = _LEASE
                 args += [lease_pid, (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF]
+            if self._single_statement:
+                # One statement, one round trip: the events, the read models (their projectors'
+                # CTEs, applied only when every event went in) and the notifications.
+                async with self.pool.acquire() as conn:
+                    prepared = [await p.prepare(conn, events)  # type: ignore[attr-defined]
+                                for p in self._projectors]
+                    args.append(len(rows))
+                    ok = f"((SELECT n FROM ins_count) = ${len(args)})"
+                    ctes: list[str] = []
+                    selects: list[str] = []
+                    for part in prepared:
+                        names = [f"${len(args) + i + 1}" for i in range(len(part.params))]
+                        args.extend(part.params)
+                        ctes += [c.format(*names, ok=ok) for c in part.ctes]
+                        selects += [x.format(*names, ok=ok) for x in part.selects]
+                    sql = _APPEND.format(
+                        lease=lease,
+                        ctes="".join(f",\np{i} AS ({c})" for i, c in enumerate(ctes)),
+                        selects="".join(f", {x}" for x in selects))
+                    result = await conn.fetchrow(sql, *args)
+                assert result is not None
+                if result["n"] != len(rows):
+                    raise ConcurrencyError(execution_id, expected_version)
+                for part in prepared:
+                    if part.on_success is not None:
+                        part.on_success()
+                return
             async with self.pool.acquire() as conn, conn.transaction():
-                result = await conn.fetchrow(sql, *args)
+                result = await conn.fetchrow(_APPEND.format(lease=lease, ctes="", selects=""),
+                                             *args)
                 assert result is not None
                 if result["n"] != len(rows):
                     raise ConcurrencyError(execution_id, expected_version)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from definitions import ExecutionNotFoundError
 from events import Event, EventRow, event_to_row, parse_execution_id
 from events.database import DBConnection, DBReader
+from events.store import Prepared
 
 __all__ = [
     "COLUMNS",
@@ -124,31 +125,56 @@ _recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 _RECENT_MAX = 4096
 
 
-async def project_executions(conn: DBConnection, events: Sequence[Event]) -> None:
+class _ExecutionsProjector:
     """Store projector: apply one append's events to the execution's row.
 
     The row this process wrote last for an execution is kept (a few thousand at most): when the
     append continues right after it, the row need not be read back."""
-    rows = [event_to_row(e) for e in events]
-    old = None
-    cached = _recent.pop(rows[0].execution_id, None)
-    if cached is not None and cached["last_seq"] == rows[0].seq - 1:
-        old = cached
-    elif rows[0].type != "workflow_initiated":
-        record = await conn.fetchrow(
-            f"SELECT {', '.join(COLUMNS)} FROM workflow_executions WHERE id = $1::uuid",
-            rows[0].execution_id,
-        )
-        old = dict(record) if record is not None else None
-        if old is not None:
-            old["id"] = str(old["id"])
-    new = execution_row(old, rows)
-    await write_rows(conn, [new])
-    if new.get("status") not in TERMINAL_STATUSES:
-        _recent[rows[0].execution_id] = new
-        while len(_recent) > _RECENT_MAX:
-            _recent.popitem(last=False)
 
+    async def _next_row(self, conn: DBConnection, events: Sequence[Event]) -> dict[str, Any]:
+        rows = [event_to_row(e) for e in events]
+        old = None
+        cached = _recent.pop(rows[0].execution_id, None)
+        if cached is not None and cached["last_seq"] == rows[0].seq - 1:
+            old = cached
+        elif rows[0].type != "workflow_initiated":
+            record = await conn.fetchrow(
+                f"SELECT {', '.join(COLUMNS)} FROM workflow_executions WHERE id = $1::uuid",
+                rows[0].execution_id,
+            )
+            old = dict(record) if record is not None else None
+            if old is not None:
+                old["id"] = str(old["id"])
+        return execution_row(old, rows)
+
+    @staticmethod
+    def _remember(new: dict[str, Any]) -> None:
+        if new.get("status") not in TERMINAL_STATUSES:
+            _recent[new["id"]] = new
+            while len(_recent) > _RECENT_MAX:
+                _recent.popitem(last=False)
+
+    async def __call__(self, conn: DBConnection, events: Sequence[Event]) -> None:
+        new = await self._next_row(conn, events)
+        await write_rows(conn, [new])
+        self._remember(new)
+
+    async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
+        """The upsert as part of the append's statement (applied only if the events are)."""
+        new = await self._next_row(conn, events)
+        return Prepared(ctes=[_UPSERT_IF_OK], selects=[],
+                        params=[new[c] for c in COLUMNS],
+                        on_success=lambda: self._remember(new))
+
+
+_UPSERT_IF_OK = (
+    f"INSERT INTO workflow_executions ({', '.join(COLUMNS)}) "
+    f"SELECT {', '.join('{' + str(i) + '}' for i in range(len(COLUMNS)))} WHERE {{ok}} "
+    f"ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "id")
+)
+
+project_executions = _ExecutionsProjector()
 
 class WorkflowStatus(BaseModel):
     """What ``get_workflow_status`` returns: the ``workflow_executions`` row.  ``status`` is the

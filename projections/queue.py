@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from events import TERMINAL_EVENT_TYPES, Event, execution_lock_key
 from events.database import DBConnection
+from events.store import Prepared
 
 __all__ = [
     "QUEUE_CHANNEL",
@@ -28,18 +29,38 @@ __all__ = [
 QUEUE_CHANNEL = "wfdag_queue"
 
 
-async def project_queue(conn: DBConnection, events: Sequence[Event]) -> None:
+class _QueueProjector:
     """Store projector: keep ``execution_queue`` in step with the log."""
-    last = events[-1]
-    if last.type in TERMINAL_EVENT_TYPES:
-        await conn.execute("DELETE FROM execution_queue WHERE execution_id = $1::uuid",
-                           last.execution_id)
-        return
-    if any(e.type in ("workflow_initiated", "rollback_requested") for e in events):
-        await conn.execute(
-            "INSERT INTO execution_queue (execution_id, enqueued_at) VALUES ($1::uuid, $2) "
-            "ON CONFLICT (execution_id) DO NOTHING", last.execution_id, last.at)
-        await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, last.execution_id)
+
+    async def __call__(self, conn: DBConnection, events: Sequence[Event]) -> None:
+        last = events[-1]
+        if last.type in TERMINAL_EVENT_TYPES:
+            await conn.execute("DELETE FROM execution_queue WHERE execution_id = $1::uuid",
+                               last.execution_id)
+            return
+        if any(e.type in ("workflow_initiated", "rollback_requested") for e in events):
+            await conn.execute(
+                "INSERT INTO execution_queue (execution_id, enqueued_at) VALUES ($1::uuid, $2) "
+                "ON CONFLICT (execution_id) DO NOTHING", last.execution_id, last.at)
+            await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, last.execution_id)
+
+    async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
+        """The same, inside the append's statement (applied only if the events are)."""
+        last = events[-1]
+        if last.type in TERMINAL_EVENT_TYPES:
+            return Prepared(ctes=["DELETE FROM execution_queue WHERE execution_id = {0}::uuid "
+                                  "AND {ok}"], selects=[], params=[last.execution_id])
+        if any(e.type in ("workflow_initiated", "rollback_requested") for e in events):
+            return Prepared(
+                ctes=["INSERT INTO execution_queue (execution_id, enqueued_at) "
+                      "SELECT {0}::uuid, {1}::timestamptz WHERE {ok} "
+                      "ON CONFLICT (execution_id) DO NOTHING"],
+                selects=["CASE WHEN {ok} THEN pg_notify({2}::text, {3}::text) END"],
+                params=[last.execution_id, last.at, QUEUE_CHANNEL, last.execution_id])
+        return Prepared(ctes=[], selects=[], params=[])
+
+
+project_queue = _QueueProjector()
 
 
 class Claim(NamedTuple):
