@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -57,6 +58,7 @@ from events import (
     WorkflowInitiated,
     execution_lock_key,
     fold,
+    is_database_outage,
     lease_is_free,
     migrate,
     parse_execution_id,
@@ -466,7 +468,9 @@ async def watch_execution(
     async with store.subscribe(eid) as woken:
         while True:
             woken.clear()
-            events = await store.read(eid, after_seq=last)
+            await _through_outages(store.relisten, deadline)
+            events = await _through_outages(functools.partial(store.read, eid, after_seq=last),
+                                            deadline)
             if last == 0 and not events:
                 await fetch_status(store.pool, eid)  # raises not-found
             for event in events:
@@ -476,12 +480,29 @@ async def watch_execution(
                     return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                status = await fetch_status(store.pool, eid)
+                status = await _through_outages(lambda: fetch_status(store.pool, eid), None)
                 raise WaitTimeoutError(eid, timeout or 0, status.status)
             # A safety re-check every 10 s, should a notification ever be lost.
             wait_for = 10.0 if remaining is None else min(remaining, 10.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), wait_for)
+
+
+async def _through_outages(make: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+    """``await make()``, again and again while the database is unreachable (a restart),
+    with backoff, until ``deadline``."""
+    delay = 0.2
+    while True:
+        try:
+            return await make()
+        except Exception as exc:
+            if not is_database_outage(exc) or (
+                    deadline is not None and time.monotonic() + delay > deadline):
+                raise
+            get_logger().warning("database.unavailable", error=type(exc).__name__,
+                                 retry_in_s=delay, next_step="waiting for it to come back")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def wait_for_workflow(
@@ -490,7 +511,8 @@ async def wait_for_workflow(
     """The status once terminal; :class:`WaitTimeoutError` after ``timeout`` seconds.
 
     Waits on notifications (no polling) and reads the status only when one says the
-    execution may have ended."""
+    execution may have ended.  A database restart while it waits is ridden out (reconnect
+    with backoff, then a fresh read)."""
     store = await _ready_store()
     eid = parse_execution_id(execution_id)
     await _check_owner(store, eid, organization_id)
@@ -499,8 +521,10 @@ async def wait_for_workflow(
         check = True
         while True:
             woken.clear()
+            if await _through_outages(store.relisten, deadline):
+                check = True  # notifications were lost with the old connection
             if check:
-                status = await fetch_status(store.pool, eid)
+                status = await _through_outages(lambda: fetch_status(store.pool, eid), deadline)
                 if status.terminal:
                     return status
             remaining = None if deadline is None else deadline - time.monotonic()

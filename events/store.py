@@ -141,14 +141,16 @@ class _Notifier:
             for event in events:
                 event.set()  # waiters re-read, and the next subscribe listens again
 
-    async def _ensure(self) -> None:
+    async def _ensure(self) -> bool:
+        """Listen (again); True when a new listening connection had to be made."""
         async with self._lock:
             if self._conn is not None and not self._conn.is_closed():
-                return
+                return False
             conn = await self._pool.acquire()
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             conn.add_termination_listener(self._on_lost)
             self._conn = conn
+            return True
 
     @asynccontextmanager
     async def subscribe(self, execution_id: str) -> AsyncIterator[asyncio.Event]:
@@ -192,6 +194,11 @@ class EventStore:
         whenever the execution's stream grows (or the listening connection was lost).
         Clear it before reading, then wait on it."""
         return self._notifier.subscribe(parse_execution_id(execution_id))
+
+    async def relisten(self) -> bool:
+        """Listen again if the listening connection was lost (a database restart); True when
+        it had to — notifications sent meanwhile are lost, so re-read what you wait on."""
+        return await self._notifier._ensure()
 
     async def close(self) -> None:
         await self._notifier.close()
