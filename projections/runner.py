@@ -149,9 +149,12 @@ async def rebuild_projections(
         tables = ["workflow_executions", *[t for p in projections for t in p.tables]]
         await conn.execute(f"TRUNCATE {', '.join(tables)}")
         records = await conn.fetch(
-            "SELECT execution_id, seq, event_type, stage_id, metadata, created_at, "
-            "txid::text AS txid_text, position FROM workflow_events "
-            "ORDER BY workflow_events.txid, workflow_events.position")
+            "SELECT execution_id, seq, event_type, stage_id, metadata, created_at "
+            "FROM workflow_events ORDER BY workflow_events.txid, workflow_events.position")
+        # The checkpoint: only the last event's place in the global order is needed.
+        last = await conn.fetchrow(
+            "SELECT txid::text AS txid_text, position FROM workflow_events "
+            "ORDER BY txid DESC, position DESC LIMIT 1")
         events = [_row(r) for r in records]
         streams: dict[str, list[EventRow]] = {}
         for ev in events:
@@ -162,7 +165,7 @@ async def rebuild_projections(
                 "workflow_executions", columns=list(COLUMNS),
                 records=[tuple(r[c] for c in COLUMNS) for r in rows])
         last_txid, last_position = (
-            (records[-1]["txid_text"], records[-1]["position"]) if records else ("0", 0))
+            (last["txid_text"], last["position"]) if last is not None else ("0", 0))
         for projection in projections:
             await projection.rebuild(conn, events)
             await conn.execute(
