@@ -390,6 +390,11 @@ async def replay(events_in_log: int, rebuild_events: int) -> dict[str, float]:
                 columns=["execution_id", "event_type", "stage_id", "metadata", "created_at",
                          "seq"])
     total = await store.pool.fetchval("SELECT count(*) FROM workflow_events")
+    # Let the live projections take in the copied events first (the projection actor would
+    # otherwise be catching up with them while the scan and the rebuild are being timed).
+    from projections import ProjectionRunner
+
+    await ProjectionRunner(store.pool).catch_up()
     t = time.perf_counter()
     rows = await store.pool.fetch(
         "SELECT execution_id, seq, event_type, stage_id, metadata, created_at "
