@@ -73,7 +73,7 @@ from projections import (
     workflow_metrics,
 )
 from projections import rebuild_projections as _rebuild
-from projections.queue import QUEUE_CHANNEL, Claim, runner_of
+from projections.queue import Claim, enqueue, runner_of
 
 __all__ = [
     "BreakerStatus",
@@ -189,11 +189,7 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
                             dead.append(eid)
                         continue
                     # Make sure it is queued (an execution from before the queue existed).
-                    await conn.execute(
-                        "INSERT INTO execution_queue (execution_id, enqueued_at) VALUES "
-                        "($1::uuid, $2) ON CONFLICT (execution_id) DO NOTHING",
-                        eid, row["started_at"])
-                    await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, eid)
+                    await enqueue(conn, eid, row["started_at"])
                     log.info("execution.resumed", execution_id=eid, recoveries=recoveries)
                     resumed.append(eid)
                 finally:

@@ -15,7 +15,13 @@ from typing import Any
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-__all__ = ["BREAKER_STATE_VALUES", "record_breaker_state", "record_events", "set_live"]
+__all__ = [
+    "BREAKER_STATE_VALUES",
+    "record_breaker_state",
+    "record_events",
+    "record_started",
+    "set_live",
+]
 
 #: ``wfdag_breaker_state``: 0 closed, 1 half-open, 2 open.
 BREAKER_STATE_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}

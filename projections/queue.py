@@ -8,6 +8,7 @@ terminal event takes it out.  Runners claim from it by taking the execution's le
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from events import TERMINAL_EVENT_TYPES, Event, execution_lock_key
@@ -19,6 +20,7 @@ __all__ = [
     "Claim",
     "certify_restart",
     "claim_next",
+    "enqueue",
     "hand_back",
     "project_queue",
     "record_crash",
@@ -27,6 +29,14 @@ __all__ = [
 ]
 
 QUEUE_CHANNEL = "wfdag_queue"
+
+
+async def enqueue(conn: DBConnection, execution_id: str, at: datetime) -> None:
+    """Put an execution in the queue (if it is not there) and wake the runners."""
+    await conn.execute(
+        "INSERT INTO execution_queue (execution_id, enqueued_at) VALUES ($1::uuid, $2) "
+        "ON CONFLICT (execution_id) DO NOTHING", execution_id, at)
+    await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, execution_id)
 
 
 class _QueueProjector:
@@ -39,10 +49,7 @@ class _QueueProjector:
                                last.execution_id)
             return
         if any(e.type in ("workflow_initiated", "rollback_requested") for e in events):
-            await conn.execute(
-                "INSERT INTO execution_queue (execution_id, enqueued_at) VALUES ($1::uuid, $2) "
-                "ON CONFLICT (execution_id) DO NOTHING", last.execution_id, last.at)
-            await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, last.execution_id)
+            await enqueue(conn, last.execution_id, last.at)
 
     async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
         """The same, inside the append's statement (applied only if the events are)."""

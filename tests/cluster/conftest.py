@@ -3,22 +3,19 @@ with its own fresh database, so that its execution actors are the only ones that
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.conftest import REPO, _with_database
+from tests.conftest import REPO, isolated_env, new_database
 
 BIN = Path(sys.executable).parent
 
@@ -29,28 +26,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def new_database(server_url: str, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return _with_database(server_url, name)
-
-
 def base_env() -> dict[str, str]:
-    """The environment of a process of these tests: no inherited cluster, token auth on."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_", "WFDAG_")) and k != "PYTHONPATH"}
-    env["RAY_AUTH_MODE"] = "token"
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])  # `python` of this venv
-    env["WFDAG_POOL_SIZE"] = "2"
-    return env
+    """A separate process of these tests, with a small pool (2 execution actors)."""
+    return isolated_env(WFDAG_POOL_SIZE="2")
 
 
 @dataclass

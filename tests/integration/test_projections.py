@@ -23,7 +23,7 @@ from actors import (
 )
 from events import EventStore, event_to_row, fold
 from projections import ProjectionRunner, execution_row
-from tests.conftest import REPO, _with_database
+from tests.conftest import REPO, create_database
 from tests.integration.helpers import events_of, register_chain, stage
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -201,13 +201,7 @@ async def test_export_import_into_an_empty_database_replays_the_same(
     dump = tmp_dir / "log.jsonl"
     dump.write_text(exported.stdout)
 
-    name = f"wfdag_import_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    other = {"WFDAG_DATABASE_URL": _with_database(server_url, name)}
+    other = {"WFDAG_DATABASE_URL": await create_database(server_url, "wfdag_import")}
     imported = wfdag("import", str(dump), env=other)
     assert imported.returncode == 0, imported.stderr
     again = wfdag("import", str(dump), env=other)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, isolated_env
 
 _PROBE = """
 import json, psutil, ray
@@ -24,9 +23,7 @@ ray.shutdown()
 
 
 def test_the_local_dashboard_and_job_api_listen_on_loopback_only() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["WFDAG_RAY_DASHBOARD"] = "1"
-    env["WFDAG_WARM_WORKERS"] = "0"
+    env = isolated_env(WFDAG_RAY_DASHBOARD="1", WFDAG_WARM_WORKERS="0")
     out = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=180, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
