@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import base_env, new_database
-from tests.conftest import REPO
+from tests.cluster.conftest import base_env
+from tests.conftest import REPO, new_database
 
 
 @pytest.mark.timeout(400)
