@@ -10,14 +10,18 @@ idempotency key.  A stale writer is fenced by the store's version check.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
 import random
+import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayError
@@ -44,6 +48,7 @@ from events import (
     is_embedded_default,
     upstream_outputs,
 )
+from events.database import session_alive
 from events.secrets import has_sealed, open_secrets, scrub, secret_values
 from projections.queue import (
     QUEUE_CHANNEL,
@@ -132,12 +137,17 @@ class ExecutionActor:
         self.name = name
         self._database_url = database_url
         self._log = get_logger(runner=name)
-        self._refs: dict[tuple[str, str], Any] = {}
+        self._refs: dict[tuple[str, str], Any] = {}  # task stages in flight
+        self._local: dict[tuple[str, str], concurrent.futures.Future[dict[str, Any]]] = {}
+        self._abandoned: set[concurrent.futures.Future[dict[str, Any]]] = set()
+        self._thread_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._cancel: dict[str, asyncio.Event] = {}
         self._rng = random.Random()
         self._store: EventStore | None = None
         self._running: str | None = None
-        self._lease_pid: int | None = None
+        # The connection holding the lease of the execution driven: its reads and appends go
+        # through it (no pool round trips, and a runner whose lease session died cannot write).
+        self._lease_conn: Any = None
         self._lost = False  # the execution driven was lost with the database connection
         self._lease_lost = asyncio.Event()  # set when the lease connection dies
         # breaker key → (state, failures) as last seen; None: ask the registry.  None as a
@@ -187,14 +197,20 @@ class ExecutionActor:
                 store = await new_store(self._database_url, max_size=4)
                 self._store = store
                 lease_conn = await store.pool.acquire()
-                self._lease_pid = lease_conn.get_server_pid()
+                self._lease_conn = lease_conn
                 lease_lost = self._lease_lost = asyncio.Event()
                 lease_conn.add_termination_listener(lambda _conn, ev=lease_lost: ev.set())
                 if restarted:
                     # This runner's previous process died: what it drove counts a recovery.
-                    orphans = await certify_restart(lease_conn, self.name)
-                    if orphans:
-                        self._log.warning("runner.restarted", orphaned=orphans)
+                    marker = _retire_marker()
+                    if marker.exists():
+                        # It retired itself on purpose (a local stage had to stop): uncounted.
+                        await hand_back(lease_conn, self.name)
+                        marker.unlink(missing_ok=True)
+                    else:
+                        orphans = await certify_restart(lease_conn, self.name)
+                        if orphans:
+                            self._log.warning("runner.restarted", orphaned=orphans)
                     restarted = False
                 if self._lost:
                     # Lost with the database connection: give it back, uncounted.
@@ -217,7 +233,7 @@ class ExecutionActor:
                     eid = claim.execution_id
                     if claim.recoveries > MAX_RECOVERIES:
                         try:
-                            await dead_letter(store, claim, self._lease_pid)
+                            await dead_letter(store, claim, lease_conn)
                         finally:
                             await release(lease_conn, eid)
                         continue
@@ -248,7 +264,7 @@ class ExecutionActor:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 self._store = None
-                self._lease_pid = None
+                self._lease_conn = None
                 if store is not None:
                     # terminate(): closing politely would wait on connections the outage broke.
                     store.pool.terminate()
@@ -260,7 +276,7 @@ class ExecutionActor:
         base = self._log
         log = self._log = base.bind(execution_id=execution_id)
         try:
-            events = await store.read(execution_id)
+            events = await store.read(execution_id, conn=self._lease_conn)
             if not events:
                 log.error("execution.no_stream")
                 return "missing"
@@ -285,6 +301,11 @@ class ExecutionActor:
                                "its lease): stopping without writing")
             return "fenced"
         except Exception as exc:
+            if self._lease_lost.is_set() or not session_alive(self._lease_conn):
+                log.warning("execution.lease_lost", error=f"{type(exc).__name__}: {exc}"[:300],
+                            detail="the lease connection died mid-write: whoever takes the "
+                                   "lease resumes the execution from its log")
+                return "lease_lost"
             if is_database_outage(exc) or not await database_reachable(self._database_url):
                 log.warning("execution.database_lost", error=f"{type(exc).__name__}: {exc}"[:300],
                             next_step="handed back; it resumes from its log once the database "
@@ -296,6 +317,12 @@ class ExecutionActor:
             for ref in self._refs.values():
                 ray.cancel(ref, force=True)
             self._refs.clear()
+            if self._local_still_running():
+                # A local stage thread would run on unfenced (its lease is lost, or the drive
+                # ended while it ran): only the end of this process stops it.
+                self._retire("a local stage was still running when its drive ended")
+            self._local.clear()
+            self._abandoned.clear()
             self._cancel.clear()
 
     async def _drive(self, store: EventStore, state: ExecutionState) -> None:
@@ -311,6 +338,15 @@ class ExecutionActor:
                 for event in decision.events:
                     apply(state, event)
                 pending.extend(decision.events)
+            if self._abandoned and any(not t.done() for t in self._abandoned):
+                # A local stage outlived its attempt (timed out or cancelled): record that, then
+                # end the process before the stage could start again beside it.
+                if pending:
+                    await store.append(pending, expected_version=state.version - len(pending),
+                                       conn=self._lease_conn)
+                self._retire("a local stage outlived its attempt (timeout or cancellation) and "
+                             "a thread cannot be stopped")
+            self._abandoned.clear()
             if not state.terminal:
                 # Dispatch before the decision commits: the append and the first task overlap.
                 # A crash in between re-runs the attempt under the same idempotency key, as a
@@ -326,7 +362,7 @@ class ExecutionActor:
                             self._compensate(state, sid))
             if pending:
                 await store.append(pending, expected_version=state.version - len(pending),
-                                   lease_pid=self._lease_pid)
+                                   conn=self._lease_conn)
                 for event in pending:
                     self._log.info("execution.event", seq=event.seq, type=event.type,
                                    stage_id=event.stage_id)
@@ -353,6 +389,7 @@ class ExecutionActor:
                 key = (outcome.kind, outcome.stage_id)
                 del inflight[key]
                 self._refs.pop(key, None)
+                self._local.pop(key, None)
                 record = attempt_events if outcome.kind == "run" else compensation_events
                 extra = {"breaker": outcome.breaker} if outcome.kind == "run" else {}
                 output, error = outcome.output, outcome.error
@@ -376,16 +413,38 @@ class ExecutionActor:
                 await asyncio.wait_for(cancel.wait(), delay)
         return not cancel.is_set()
 
-    async def _run_task(
-        self, key: tuple[str, str], stage: WorkflowStage, spec: dict[str, Any],
-        options: dict[str, Any], cancel: asyncio.Event | None,
+    async def _run_stage(
+        self, key: tuple[str, str], state: ExecutionState, stage: WorkflowStage,
+        spec: dict[str, Any], cancel: asyncio.Event | None,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
-        """Run one stage task under the stage's timeout: ``(output, error, duration_ms)``."""
-        ref = _stage_remote().options(**options).remote(spec)
-        self._refs[key] = ref
+        """Run one stage attempt under the stage's timeout: ``(output, error, duration_ms)``.
+
+        A task stage is a Ray task, stopped by killing its worker; a local stage is a thread
+        of this process, which cannot be stopped: one that outlives its attempt is abandoned,
+        and :meth:`_drive` retires the process before anything could run the stage again."""
         loop = asyncio.get_running_loop()
+        local = stage.executor == "local"
+        thread: concurrent.futures.Future[dict[str, Any]] | None = None
+        ref: Any = None
+        if local:
+            thread = self._threads().submit(run_stage_attempt, spec)
+            self._local[key] = thread
+            result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
+        else:
+            options = stage_task_options(state.workflow_id, stage, undo=key[0] == "undo")
+            ref = _stage_remote().options(**options).remote(spec)
+            self._refs[key] = ref
+            result_future = asyncio.ensure_future(asyncio.wrap_future(ref.future()))
+
+        def stop() -> None:
+            if thread is not None:
+                if not thread.cancel():  # running already: it cannot be interrupted
+                    self._abandoned.add(thread)
+            else:
+                # force=True: a blocking agent is interrupted only by killing its worker.
+                ray.cancel(ref, force=True)
+
         started = loop.time()
-        result_future = asyncio.ensure_future(asyncio.wrap_future(ref.future()))
         waiters: set[asyncio.Future[Any]] = {result_future}
         cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         if cancel_waiter is not None:
@@ -399,9 +458,8 @@ class ExecutionActor:
             return int((loop.time() - started) * 1000)
 
         if result_future not in done:
-            # force=True: a blocking agent is interrupted only by killing its worker.
-            ray.cancel(ref, force=True)
             if not done:  # the timeout
+                stop()
                 result_future.cancel()
                 error = StageTimeoutError(stage.id, stage.timeout_seconds)
                 self._log.warning("stage.timed_out", stage_id=stage.id,
@@ -409,9 +467,13 @@ class ExecutionActor:
                 return None, _error("StageTimeoutError", str(error), True), elapsed()
             # Cancelled because the workflow is failing: a sibling that completes anyway is
             # recorded as completed (and compensated); otherwise it ends as cancelled.
+            if not local:
+                stop()
             try:
                 await asyncio.wait_for(result_future, CANCEL_GRACE_SECONDS)
             except (RayError, TimeoutError, asyncio.CancelledError):
+                if local:
+                    stop()
                 return None, _error("StageCancelled", "cancelled: the workflow failed", False), \
                     elapsed()
         try:
@@ -425,6 +487,26 @@ class ExecutionActor:
         if result["ok"]:
             return result["output"], None, result["duration_ms"]
         return None, result["error"], result["duration_ms"]
+
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._thread_pool is None:
+            self._thread_pool = concurrent.futures.ThreadPoolExecutor(
+                LOCAL_THREADS, thread_name_prefix="wfdag-local")
+        return self._thread_pool
+
+    def _local_still_running(self) -> bool:
+        return any(not thread.done() for thread in self._local.values())
+
+    def _retire(self, reason: str) -> NoReturn:
+        """End this process, and with it the local stage threads that must not run on: Ray
+        restarts the runner, which hands the execution back uncounted (the marker says the
+        exit was deliberate) for whoever takes the lease to resume from its log."""
+        self._log.error("runner.retiring", reason=reason, execution_id=self._running,
+                        next_step="Ray restarts this runner; the execution resumes from its log")
+        with contextlib.suppress(OSError):
+            _retire_marker().write_text(self._running or "")
+        sys.stderr.flush()
+        os._exit(RETIRE_EXIT_CODE)
 
     def _spec(self, state: ExecutionState, stage: WorkflowStage, attempt: int) -> dict[str, Any]:
         return {
@@ -475,10 +557,8 @@ class ExecutionActor:
                 False,
             ))
         log.info("stage.attempt_dispatched")
-        output, error, duration = await self._run_task(
-            ("run", stage_id), stage, self._spec(state, stage, attempt),
-            stage_task_options(state.workflow_id, stage), cancel,
-        )
+        output, error, duration = await self._run_stage(
+            ("run", stage_id), state, stage, self._spec(state, stage, attempt), cancel)
         if error is None and admission["state"] == "closed" and not admission["failure_count"]:
             # A success against a closed breaker with no failures changes nothing: no call.
             seen = {"state": "closed", "failure_count": 0}
@@ -510,29 +590,40 @@ class ExecutionActor:
                     idempotency_key=f"{state.execution_id}:{stage_id}:compensate")
         self._log.info("compensation.dispatched", stage_id=stage_id, attempt=attempt,
                        handler=stage.compensation_handler)
-        output, error, duration = await self._run_task(
-            ("undo", stage_id), stage, spec,
-            stage_task_options(state.workflow_id, stage, undo=True), None,
-        )
+        output, error, duration = await self._run_stage(("undo", stage_id), state, stage, spec,
+                                                         None)
         return _Outcome("undo", stage_id, attempt, duration, output=output, error=error)
 
 
 POOL_SIZE = int(os.environ.get("WFDAG_POOL_SIZE", "8"))
+#: Threads a runner gives its local stages (``WFDAG_LOCAL_THREADS``): a fork wider than that
+#: queues its local stages.
+LOCAL_THREADS = int(os.environ.get("WFDAG_LOCAL_THREADS", "32"))
+RETIRE_EXIT_CODE = 70
+
+
+def _retire_marker() -> Path:
+    """Where a runner that ends its own process leaves word for its restarted self (the actor
+    id survives restarts; the file lives on the node, and a restart elsewhere means the node
+    was lost — a real crash)."""
+    actor_id = ray.get_runtime_context().get_actor_id()
+    return Path(tempfile.gettempdir()) / f"wfdag-retired-{actor_id}"
+
 #: How many times an execution may be adopted again after its runner died or crashed on it
 #: (``WFDAG_MAX_RECOVERIES``); one more and it is dead-lettered: failed, with the reason.
 MAX_RECOVERIES = int(os.environ.get("WFDAG_MAX_RECOVERIES", "5"))
 IDLE_RECHECK_SECONDS = 2.0
 
 
-async def dead_letter(store: EventStore, claim: Claim, lease_pid: int | None = None) -> bool:
+async def dead_letter(store: EventStore, claim: Claim, conn: Any = None) -> bool:
     """Fail a claimed execution that keeps killing its runners (True when this call did it)."""
     log = get_logger(execution_id=claim.execution_id)
-    state = fold(await store.read(claim.execution_id))
+    state = fold(await store.read(claim.execution_id, conn=conn))
     if state.terminal:
         return False
     reason = claim.last_error or "the runner process died while driving it"
     events = dead_letter_events(state, _now(), recoveries=claim.recoveries, reason=reason)
-    await store.append(events, expected_version=state.version, lease_pid=lease_pid)
+    await store.append(events, expected_version=state.version, conn=conn)
     record_events(state.workflow_id, events)
     log.error("execution.dead_lettered", recoveries=claim.recoveries, reason=reason[:500],
               next_step=f"fix the cause, then `wfdag retry {claim.execution_id}`")

@@ -35,6 +35,7 @@ import psutil  # noqa: E402
 from definitions import WorkflowDAG  # noqa: E402
 
 CHAIN_STAGES = 5
+CHAIN_IDS = {"local": "bench-chain-v1", "task": "bench-chain-tasks-v1"}
 _PGDATA: list[Path] = []  # the run's embedded PostgreSQL, stopped after Ray
 FORK_STAGE_S = 0.2
 
@@ -53,13 +54,16 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3)
 
 
-def chain_dag() -> WorkflowDAG:
+def chain_dag(executor: str = "local") -> WorkflowDAG:
+    """The 5-stage no-op chain.  ``local`` stages run in the execution actor's process, as
+    DBOS steps run in the workflow's process; ``task`` stages are a Ray task each."""
     ids = [f"s{i}" for i in range(1, CHAIN_STAGES + 1)]
     return WorkflowDAG.model_validate({
-        "id": "bench-chain-v1", "name": "bench chain", "version": 1, "initial_stage": ids[0],
-        "final_stages": [ids[-1]],
+        "id": CHAIN_IDS[executor], "name": f"bench chain ({executor} stages)", "version": 1,
+        "initial_stage": ids[0], "final_stages": [ids[-1]],
         "stages": [{"id": s, "name": s, "agent": "actors.agents.builtin:noop",
-                    "timeout_seconds": 30, "retry_config": "NONE"} for s in ids],
+                    "timeout_seconds": 30, "retry_config": "NONE", "executor": executor}
+                   for s in ids],
         "transitions": [{"from_stage": a, "to_stage": b} for a, b in itertools.pairwise(ids)],
     })
 
@@ -98,14 +102,14 @@ async def run_many(n: int, in_flight: int, one: Callable[[int], Awaitable[float]
 
 # --- chain ------------------------------------------------------------------------------------
 
-async def wfdag_chain(n: int, sequential: int) -> dict[str, float]:
+async def wfdag_chain(n: int, sequential: int, executor: str = "local") -> dict[str, float]:
     from actors import execute_workflow_dag, register_workflow, wait_for_workflow
 
-    await register_workflow(chain_dag())
+    await register_workflow(chain_dag(executor))
 
     async def one(_i: int) -> float:
         t = time.perf_counter()
-        eid = await execute_workflow_dag("bench-chain-v1", {}, "bench")
+        eid = await execute_workflow_dag(CHAIN_IDS[executor], {}, "bench")
         status = await wait_for_workflow(eid, timeout=600)
         assert status.status == "completed", status.error_message
         return time.perf_counter() - t

@@ -122,6 +122,12 @@ class WorkflowStage(BaseModel):
     capabilities: tuple[str, ...] = Field(default=(), max_length=100)
     resources: dict[str, float] | None = None
     circuit_breaker: CircuitBreakerConfig | None = None
+    #: Where the agent runs: ``"task"`` (default) — a Ray task of its own, on any node, in a
+    #: worker process that is killed to stop it; ``"local"`` — a thread of the execution
+    #: actor that drives it (no Ray round trip, like a Temporal local activity): for short
+    #: agents that need no resources of their own.  A local agent that overruns its timeout
+    #: or must stop takes its runner process down with it (Ray restarts the runner).
+    executor: Literal["task", "local"] = "task"
 
     @field_validator("retry_config")
     @classmethod
@@ -148,6 +154,12 @@ class WorkflowStage(BaseModel):
             raise ValueError(
                 f"stage {self.id!r} must name exactly one of agent_type (a lifecycle domain) "
                 f"or agent (an import path module:function)"
+            )
+        if self.executor == "local" and self.resources:
+            raise ValueError(
+                f"stage {self.id!r} is local (it runs in its runner's process) and asks for "
+                f"resources {sorted(self.resources)}: drop the resources, or make it "
+                f'executor "task" so that Ray places it where they are'
             )
         return self
 

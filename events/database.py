@@ -163,6 +163,38 @@ def _jsonb_decode(data: bytes) -> Any:
     return json.loads(data[1:])
 
 
+class LeanResetConnection(asyncpg.Connection):
+    """A pooled connection whose release costs no round trip unless it needs one.
+
+    asyncpg's pool resets every released connection with ``pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL`` — a round trip per acquire, as many as the statements the
+    hot path sends.  Our code leaves session state behind only through ``LISTEN`` (advisory
+    locks are released where taken; the runner's lease connection is never given back), so the
+    reset runs only on a connection that listened.  An open transaction is still rolled back
+    (asyncpg does that before asking for the reset query)."""
+
+    _listened = False
+
+    async def add_listener(self, channel: str, callback: Any) -> None:
+        self._listened = True
+        await super().add_listener(channel, callback)
+
+    def get_reset_query(self) -> str:
+        return str(super().get_reset_query()) if self._listened else ""
+
+    async def reset(self, *, timeout: float | None = None) -> None:
+        await super().reset(timeout=timeout)
+        self._listened = False
+
+
+def session_alive(conn: DBConnection | None) -> bool:
+    """False when a connection's session ended (a pooled one's proxy is detached by then)."""
+    try:
+        return conn is not None and not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 async def connect_pool(
     url: str, *, min_size: int = 1, max_size: int = 5, timeout: float = 10.0
 ) -> asyncpg.Pool:
@@ -177,6 +209,7 @@ async def connect_pool(
             timeout=timeout,
             init=_init_connection,
             server_settings=settings,
+            connection_class=LeanResetConnection,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
         raise DatabaseConfigError(

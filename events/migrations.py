@@ -171,6 +171,39 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX workflow_executions_org ON workflow_executions (organization_id, started_at);
         """,
     ),
+    (
+        7,
+        # A runner claims the oldest queued execution nobody runs in one round trip: the
+        # execution's lease is a session advisory lock keyed by the first 8 bytes of its id
+        # (events.store.execution_lock_key), taken row by row in queue order.
+        """
+        CREATE FUNCTION wfdag_lock_key(id UUID) RETURNS BIGINT LANGUAGE sql IMMUTABLE AS
+          $$ SELECT ('x' || left(replace(id::text, '-', ''), 16))::bit(64)::bigint $$;
+        CREATE FUNCTION wfdag_claim(p_runner TEXT, p_scan INTEGER)
+        RETURNS TABLE (claimed UUID, claimed_recoveries INTEGER, claimed_last_error TEXT)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+          candidate UUID;
+        BEGIN
+          FOR candidate IN
+            SELECT q.execution_id FROM execution_queue q ORDER BY q.enqueued_at LIMIT p_scan
+          LOOP
+            IF pg_try_advisory_lock(wfdag_lock_key(candidate)) THEN
+              RETURN QUERY
+                UPDATE execution_queue q SET runner = p_runner, claimed_at = now(),
+                  orphaned_by = COALESCE(q.runner, q.orphaned_by)
+                WHERE q.execution_id = candidate
+                RETURNING q.execution_id, q.recoveries, q.last_error;
+              IF FOUND THEN
+                RETURN;
+              END IF;
+              -- It ended between the scan and the lock.
+              PERFORM pg_advisory_unlock(wfdag_lock_key(candidate));
+            END IF;
+          END LOOP;
+        END $$;
+        """,
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ Every append notifies channel ``wfdag_events`` with ``<execution_id>:<last_seq>:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -72,19 +73,11 @@ WITH ins AS (
        AS u(s, t, st, m, c)
   WHERE ($7::int = 0
      OR EXISTS (SELECT 1 FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int))
-    {lease}
   RETURNING 1
 ),
 ins_count AS (SELECT count(*) AS n FROM ins){ctes}
 SELECT n, pg_notify($8::text, $9::text){selects} FROM ins_count
 """
-# A runner's append also proves it still holds the execution's lease (the advisory lock on
-# its lease connection, backend pid $10): a runner that lost it — a partition, a database
-# restart — writes nothing, whatever its version says.
-_LEASE = """AND EXISTS (
-      SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $10::int
-        AND classid = $11::bigint::oid AND objid = $12::bigint::oid AND objsubid = 1)"""
-
 _READ = """
 SELECT seq, event_type, stage_id, metadata, created_at FROM workflow_events
 WHERE execution_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq
@@ -205,13 +198,16 @@ class EventStore:
         await self.pool.close()
 
     async def append(
-        self, events: Sequence[Event], *, expected_version: int, lease_pid: int | None = None
+        self, events: Sequence[Event], *, expected_version: int,
+        conn: DBConnection | None = None,
     ) -> None:
         """Append one decision's events to one execution's stream, all or nothing.
 
-        ``expected_version`` is the stream's last seq as the writer knows it; ``lease_pid``
-        (runners) is the backend pid of the connection holding the execution's lease.  Either
-        check failing → :class:`ConcurrencyError`, nothing written."""
+        ``expected_version`` is the stream's last seq as the writer knows it: another writer
+        got there first → :class:`ConcurrencyError`, nothing written.  ``conn`` writes on that
+        connection instead of the pool's — a runner writes on its lease connection, the session
+        that holds the execution's advisory lock, so that a runner that lost its lease (the
+        session ended: a partition, a database restart) cannot write at all."""
         if not events:
             return
         execution_id = events[0].execution_id
@@ -231,15 +227,10 @@ class EventStore:
                 [r[4] for r in rows], [r[5] for r in rows], expected_version, NOTIFY_CHANNEL,
                 f"{execution_id}:{last.seq}:{last.type}",
             ]
-            lease = ""
-            if lease_pid is not None:
-                key = execution_lock_key(execution_id)
-                lease = _LEASE
-                args += [lease_pid, (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF]
             if self._single_statement:
                 # One statement, one round trip: the events, the read models (their projectors'
                 # CTEs, applied only when every event went in) and the notifications.
-                async with self.pool.acquire() as conn:
+                async with self._on(conn) as conn:
                     prepared = [await p.prepare(conn, events)  # type: ignore[attr-defined]
                                 for p in self._projectors]
                     args.append(len(rows))
@@ -252,7 +243,6 @@ class EventStore:
                         ctes += [c.format(*names, ok=ok) for c in part.ctes]
                         selects += [x.format(*names, ok=ok) for x in part.selects]
                     sql = _APPEND.format(
-                        lease=lease,
                         ctes="".join(f",\np{i} AS ({c})" for i, c in enumerate(ctes)),
                         selects="".join(f", {x}" for x in selects))
                     result = await conn.fetchrow(sql, *args)
@@ -263,9 +253,8 @@ class EventStore:
                     if part.on_success is not None:
                         part.on_success()
                 return
-            async with self.pool.acquire() as conn, conn.transaction():
-                result = await conn.fetchrow(_APPEND.format(lease=lease, ctes="", selects=""),
-                                             *args)
+            async with self._on(conn) as conn, conn.transaction():
+                result = await conn.fetchrow(_APPEND.format(ctes="", selects=""), *args)
                 assert result is not None
                 if result["n"] != len(rows):
                     raise ConcurrencyError(execution_id, expected_version)
@@ -276,12 +265,17 @@ class EventStore:
                 raise ConcurrencyError(execution_id, expected_version) from None
             raise
 
+    def _on(self, conn: DBConnection | None) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``conn`` itself, else a connection of the pool for the block."""
+        return contextlib.nullcontext(conn) if conn is not None else self.pool.acquire()
+
     async def read(
-        self, execution_id: str, *, after_seq: int = 0, until_seq: int | None = None
+        self, execution_id: str, *, after_seq: int = 0, until_seq: int | None = None,
+        conn: DBConnection | None = None,
     ) -> list[Event]:
         """The stream of one execution (``[]`` when it has none)."""
         eid = parse_execution_id(execution_id)
-        async with self.pool.acquire() as conn:
+        async with self._on(conn) as conn:
             rows = await conn.fetch(_READ, eid, after_seq, until_seq or 2**31 - 1)
         return [
             event_from_row(eid, r["seq"], r["event_type"], r["stage_id"], r["metadata"] or {},

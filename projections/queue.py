@@ -88,19 +88,10 @@ async def claim_next(lease_conn: DBConnection, runner: str, *, scan: int = 64) -
     on the row did not hand it back: it is kept as ``orphaned_by`` until that runner (restarted)
     certifies its death (:func:`certify_restart`) or hands it back (:func:`hand_back`).
     """
-    rows = await lease_conn.fetch(
-        "SELECT execution_id FROM execution_queue ORDER BY enqueued_at LIMIT $1", scan)
-    for row in rows:
-        eid = str(row["execution_id"])
-        if await lease_conn.fetchval("SELECT pg_try_advisory_lock($1)", execution_lock_key(eid)):
-            claimed = await lease_conn.fetchrow(
-                "UPDATE execution_queue SET runner = $2, claimed_at = now(), "
-                "orphaned_by = COALESCE(runner, orphaned_by) "
-                "WHERE execution_id = $1::uuid RETURNING recoveries, last_error", eid, runner)
-            if claimed is not None:
-                return Claim(eid, claimed["recoveries"], claimed["last_error"])
-            await release(lease_conn, eid)  # it ended between the scan and the lock
-    return None
+    row = await lease_conn.fetchrow("SELECT * FROM wfdag_claim($1, $2)", runner, scan)
+    if row is None:
+        return None
+    return Claim(str(row["claimed"]), row["claimed_recoveries"], row["claimed_last_error"])
 
 
 async def certify_restart(conn: DBConnection, runner: str) -> list[str]:
@@ -123,9 +114,10 @@ async def hand_back(conn: DBConnection, runner: str) -> None:
 
 
 async def release(lease_conn: DBConnection, execution_id: str) -> None:
+    """Give up the lease of an execution (its queue row, if any is left, and the lock)."""
     await lease_conn.execute(
-        "UPDATE execution_queue SET runner = NULL WHERE execution_id = $1::uuid", execution_id)
-    await lease_conn.execute("SELECT pg_advisory_unlock($1)", execution_lock_key(execution_id))
+        "WITH r AS (UPDATE execution_queue SET runner = NULL WHERE execution_id = $1::uuid) "
+        "SELECT pg_advisory_unlock($2)", execution_id, execution_lock_key(execution_id))
 
 
 async def record_crash(conn: DBConnection, execution_id: str, error: str) -> None:

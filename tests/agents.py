@@ -183,3 +183,10 @@ def secret_user(ctx: StageContext) -> dict[str, Any]:
         raise ValueError(f"login refused for password {password}")
     digest = hashlib.sha256(f"{password}|{api_key}".encode()).hexdigest()
     return {"digest": digest, "note": f"signed in with {password}"}
+
+
+def where(ctx: StageContext) -> dict[str, Any]:
+    """Says which process ran it, and whether that process is a Ray actor (a runner)."""
+    import ray
+
+    return {"pid": os.getpid(), "actor_id": ray.get_runtime_context().get_actor_id()}

@@ -39,10 +39,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.parametrize("executor", ["task", "local"])
 async def test_a_runner_that_lost_its_lease_is_fenced_and_stops(
-    tmp_dir: Path, store: EventStore
+    tmp_dir: Path, store: EventStore, executor: str
 ) -> None:
-    dag = await register_chain("fence", [stage("slow", "logged_sleep", retry="STANDARD"),
+    """A task stage is stopped by killing its worker; a local stage (a thread of the runner)
+    by the runner ending its own process."""
+    dag = await register_chain("fence", [stage("slow", "logged_sleep", retry="STANDARD",
+                                               executor=executor),
                                          stage("after", "noop")])
     await initialize_workflow_system()
     eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": 4}, "tester")
@@ -75,9 +79,9 @@ async def test_a_runner_that_lost_its_lease_is_fenced_and_stops(
     assert len(starts) == 2, lines
     assert len(ends) == 1 and ends[0][1] != old_pid, "the old stage must not run to its end"
     assert starts[1][0] > cut_at, "the new attempt starts only after the lease was lost"
-    # The old stage's worker was killed when its runner lost the lease.
+    # The old stage's process was ended when its runner lost the lease.
     await eventually(lambda: _async(not _alive(old_pid)), timeout=20,
-                     what=f"the old stage worker {old_pid} to be stopped")
+                     what=f"the old stage's process {old_pid} to be stopped")
 
 
 async def _async(value: bool) -> bool:

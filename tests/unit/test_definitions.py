@@ -174,6 +174,22 @@ def test_stage_needs_exactly_one_agent_and_a_known_retry_name() -> None:
         WorkflowDAG.model_validate(bad)
 
 
+def test_a_stage_runs_as_a_task_unless_made_local_and_local_stages_ask_for_nothing() -> None:
+    dag = WorkflowDAG.model_validate(_dag())
+    assert {s.executor for s in dag.stages} == {"task"}
+    local = _dag()
+    local["stages"][0]["executor"] = "local"
+    assert WorkflowDAG.model_validate(local).stages[0].executor == "local"
+    bad = _dag()
+    bad["stages"][0].update(executor="local", resources={"GPU": 1})
+    with pytest.raises(PydanticValidationError, match=r"is local .* asks for resources \['GPU'\]"):
+        WorkflowDAG.model_validate(bad)
+    bad = _dag()
+    bad["stages"][0]["executor"] = "thread"
+    with pytest.raises(PydanticValidationError, match="executor"):
+        WorkflowDAG.model_validate(bad)
+
+
 # --- validation (the seed's checks) ----------------------------------------------------------
 
 def test_valid_definition_has_no_errors() -> None:

@@ -1,0 +1,94 @@
+"""Local stages: agents run as threads of the execution actor that drives them (no Ray task),
+and still end cleanly — a local agent that overruns its timeout takes its runner's process with
+it (Ray restarts the runner), so it can never run beside its own retry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import ray
+
+from actors import execute_workflow_dag, initialize_workflow_system, wait_for_workflow
+from actors.execution import runner_name
+from actors.runtime import NAMESPACE
+from tests.integration.helpers import (
+    assert_gapless,
+    events_of,
+    eventually,
+    register_chain,
+    stage,
+    wait_until,
+)
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_local_stage_runs_in_its_runner_and_a_task_stage_does_not() -> None:
+    dag = await register_chain("local-where", [
+        stage("here", "where", executor="local"),
+        stage("there", "where"),
+        stage("coro", "async_agent", executor="local"),
+    ])
+    await initialize_workflow_system()
+    eid = await execute_workflow_dag(dag.id, {}, "tester")
+    status = await wait_for_workflow(eid, timeout=60)
+    assert status.status == "completed", status.error_message
+    events = await events_of(eid)
+    assert_gapless(events)
+    outputs = {e.stage_id: e.output for e in events if e.type == "stage_completed"}
+    runners = {
+        ray.get_actor(runner_name(k), namespace=NAMESPACE)._actor_id.hex()
+        for k in range(int(os.environ["WFDAG_POOL_SIZE"]))
+    }
+    assert outputs["here"]["actor_id"] in runners  # a thread of a runner
+    assert outputs["there"]["actor_id"] is None  # a Ray task: no actor
+    assert outputs["here"]["pid"] != outputs["there"]["pid"]
+    assert outputs["coro"]["async"] is True  # a coroutine agent runs locally too
+
+
+async def test_a_local_agent_that_overruns_its_timeout_is_stopped_with_its_process(
+    tmp_dir: Path,
+) -> None:
+    retry = {"max_attempts": 2, "initial_delay_ms": 50, "max_delay_ms": 50}
+    dag = await register_chain("local-hung", [
+        stage("stuck", "hung", timeout=1, retry=retry, executor="local"),
+    ])
+    await initialize_workflow_system()
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir)}, "tester")
+    pid_file = tmp_dir / "hung.pid"
+    wait_until(pid_file.exists, timeout=30, what="the hung agent to start")
+    first_pid = int(pid_file.read_text().split()[0])
+    status = await wait_for_workflow(eid, timeout=90)
+    assert status.status == "failed"
+    events = await events_of(eid)
+    assert_gapless(events)
+    attempts = [e for e in events if e.type == "stage_attempt"]
+    assert [a.attempt for a in attempts] == [1, 2]
+    assert all(a.error is not None and a.error["type"] == "StageTimeoutError" for a in attempts)
+    failed = events[-1]
+    assert failed.type == "workflow_failed"
+    # Two timeouts recorded by the log's retry policy, not counted as runner crashes: the
+    # execution failed on its attempts, it was not dead-lettered.
+    assert failed.dead_lettered is False
+    # Each overrunning thread ended with its runner's process: never beside its retry.
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    for pid in pids:
+        await eventually(lambda pid=pid: _async(not _alive(pid)), timeout=30,
+                         what=f"the runner process {pid} of the hung agent to end")
+    assert first_pid == pids[0]
+    assert not (tmp_dir / "finished").exists()
+
+
+async def _async(value: bool) -> bool:
+    return value

@@ -1,0 +1,138 @@
+"""The execution queue's leases on a real PostgreSQL, in a database of their own (no runner of
+this suite's pool takes work from it): claiming in one round trip, lock keys, appends on the
+lease connection, and pooled connections released without a reset round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from events import EventStore, connect_pool, execution_lock_key, lease_is_free, migrate
+from events.database import LeanResetConnection
+from projections import project_executions
+from projections.queue import claim_next, enqueue, project_queue, release
+from tests.conftest import create_database
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def queue_url(server_url: str) -> str:
+    return await create_database(server_url, "wfdag_queue")
+
+
+@pytest.fixture
+async def pool(queue_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_pool(queue_url, max_size=4)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    yield pool
+    await pool.close()
+
+
+async def test_the_sql_lock_key_is_the_python_one(pool: asyncpg.Pool) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    ids += ["ffffffff-ffff-ffff-0000-000000000000", "80000000-0000-0000-0000-000000000000",
+            "00000000-0000-0001-ffff-ffffffffffff"]
+    rows = await pool.fetch("SELECT id::text AS id, wfdag_lock_key(id) AS key "
+                            "FROM unnest($1::uuid[]) AS id", ids)
+    assert {r["id"]: r["key"] for r in rows} == {i: execution_lock_key(i) for i in ids}
+
+
+async def test_claims_take_the_oldest_free_execution_and_its_lease(pool: asyncpg.Pool) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    async with pool.acquire() as conn:
+        for k, eid in enumerate(ids):
+            await enqueue(conn, eid, T0 + timedelta(seconds=k))
+    a = await pool.acquire()
+    b = await pool.acquire()
+    try:
+        first = await claim_next(a, "runner-a")
+        assert first is not None and first.execution_id == ids[0]
+        assert (first.recoveries, first.last_error) == (0, None)
+        # The lease is the session's lock: another session sees it held and skips it.
+        assert not await lease_is_free(b, ids[0])
+        second = await claim_next(b, "runner-b")
+        assert second is not None and second.execution_id == ids[1]
+        row = await pool.fetchrow("SELECT runner FROM execution_queue WHERE execution_id = $1",
+                                  uuid.UUID(ids[1]))
+        assert row is not None and row["runner"] == "runner-b"
+        # Released, the first is free again and the next claim takes it (the oldest).
+        await release(a, ids[0])
+        assert await lease_is_free(b, ids[0])
+        again = await claim_next(a, "runner-a")
+        assert again is not None and again.execution_id == ids[0]
+        # The second ends (its terminal append deletes its queue row); its runner releases it.
+        await pool.execute("DELETE FROM execution_queue WHERE execution_id = $1",
+                           uuid.UUID(ids[1]))
+        await release(b, ids[1])
+        third = await claim_next(b, "runner-b")
+        assert third is not None and third.execution_id == ids[2]
+        async with pool.acquire() as c:
+            assert await claim_next(c, "runner-c") is None  # nothing left that nobody runs
+    finally:
+        for conn in (a, b):
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await pool.release(conn)
+
+
+async def test_an_append_on_a_lease_connection_that_died_writes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    from tests.store.test_store import _initiated
+
+    store = EventStore(pool, projectors=[project_executions, project_queue])
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid)], expected_version=0)
+    lease = await pool.acquire()
+    try:
+        claim = await claim_next(lease, "runner-a")
+        assert claim is not None and claim.execution_id == eid
+        from events import StageStarted
+
+        first = [StageStarted(execution_id=eid, seq=2, at=T0, stage_id="discover")]
+        await store.append(first, expected_version=1, conn=lease)
+        assert [e.seq for e in await store.read(eid, conn=lease)] == [1, 2]
+        # The session that holds the lease ends (a partition, a restart): its writer is fenced.
+        ended = asyncio.Event()
+        lease.add_termination_listener(lambda _conn: ended.set())
+        await pool.execute("SELECT pg_terminate_backend($1)", lease.get_server_pid())
+        await asyncio.wait_for(ended.wait(), 10)  # the client has seen its session end
+        late = [StageStarted(execution_id=eid, seq=3, at=T0, stage_id="discover")]
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await store.append(late, expected_version=2, conn=lease)
+    finally:
+        with contextlib.suppress(asyncpg.InterfaceError):  # released with its end already
+            await pool.release(lease)
+    assert [e.seq for e in await store.read(eid)] == [1, 2]
+    async with pool.acquire() as conn:
+        assert await lease_is_free(conn, eid)  # the lease died with its session
+
+
+async def test_a_released_connection_costs_no_reset_unless_it_listened(queue_url: str) -> None:
+    statements: list[str] = []
+    one = await connect_pool(queue_url, min_size=1, max_size=1)
+    try:
+        async with one.acquire() as conn:
+            raw = conn._con  # the pooled connection behind the proxy
+            assert isinstance(raw, LeanResetConnection)
+            raw.add_query_logger(lambda record: statements.append(record.query))
+            await conn.fetchval("SELECT 1")
+        assert not any("RESET ALL" in q for q in statements)  # released without a reset
+        with pytest.warns(asyncpg.InterfaceWarning, match="notification listener"):
+            async with one.acquire() as conn:
+                assert conn._con is raw
+                await conn.add_listener("wfdag_test_channel", lambda *_a: None)
+                assert "UNLISTEN" in raw.get_reset_query()
+        assert any("UNLISTEN" in q for q in statements)  # it listened: reset on release
+        async with one.acquire() as conn:
+            assert raw.get_reset_query() == ""
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+    finally:
+        await one.close()
