@@ -50,6 +50,7 @@ from events import (
 )
 from events.database import session_alive
 from events.secrets import has_sealed, open_secrets, scrub, secret_values
+from projections import project_executions
 from projections.queue import (
     QUEUE_CHANNEL,
     Claim,
@@ -127,9 +128,10 @@ class _Outcome:
 class ExecutionActor:
     """A pooled execution actor, ``wfdag-runner-<k>``: adopts queued executions one at a time.
 
-    It claims the oldest queued execution nobody runs by taking its lease, then runs it as an
-    actor task of its own named ``wfdag-exec-<execution id>`` (so the Ray dashboard shows which
-    execution each runner drives), releases the lease and claims the next.  Spawn the pool with
+    It claims the oldest queued execution nobody runs by taking its lease, then drives it — with
+    an actor task of its own named ``wfdag-exec-<execution id>`` running alongside (so the Ray
+    dashboard shows which execution each runner drives) — releases the lease and claims the
+    next.  Spawn the pool with
     :func:`ensure_pool`.
     """
 
@@ -156,6 +158,7 @@ class ExecutionActor:
         self._context: dict[str, Any] = {}  # the driven execution's context, secrets opened
         self._secrets: list[str] = []  # its secret values, to scrub from agents' words
         self._wake = asyncio.Event()
+        self._driving: dict[str, asyncio.Event] = {}  # execution id → set when its drive ends
         # An async actor's __init__ runs on its running event loop: schedule the work there.
         self._serve_task = asyncio.get_running_loop().create_task(self._serve())
 
@@ -240,14 +243,21 @@ class ExecutionActor:
                     self._running = eid
                     set_live(self.name, 1)
                     outcome = "crashed"
+                    driving = self._driving[eid] = asyncio.Event()
+                    # The Ray dashboard's view of this drive: an actor task named after the
+                    # execution, running as long as the drive (sent, not awaited: the drive
+                    # does not wait for a round trip through Ray to start).
+                    me.executing.options(name=f"wfdag-exec-{eid}").remote(eid)
                     try:
-                        outcome = await me.run.options(name=f"wfdag-exec-{eid}").remote(eid)
-                    except RayError as exc:
+                        outcome = await self.run(eid)
+                    except Exception as exc:
                         self._log.exception("runner.execution_crashed", execution_id=eid,
                                             recoveries=claim.recoveries)
                         await record_crash(lease_conn, eid, f"{type(exc).__name__}: {exc}")
                         await asyncio.sleep(1.0)  # don't spin on an execution that keeps failing
                     finally:
+                        driving.set()
+                        del self._driving[eid]
                         self._running = None
                         set_live(self.name, 0)
                         if outcome in ("database_lost", "lease_lost"):
@@ -269,8 +279,16 @@ class ExecutionActor:
                     # terminate(): closing politely would wait on connections the outage broke.
                     store.pool.terminate()
 
+    async def executing(self, execution_id: str) -> str:
+        """Runs while this runner drives ``execution_id`` (as the actor task
+        ``wfdag-exec-<id>``, so that the dashboard shows which execution each runner drives)."""
+        driving = self._driving.get(execution_id)
+        if driving is not None:
+            await driving.wait()
+        return execution_id
+
     async def run(self, execution_id: str) -> str:
-        """Drive one claimed execution until it ends (called by this runner on itself)."""
+        """Drive one claimed execution until it ends (this runner's own lease holds it)."""
         store = self._store
         assert store is not None
         base = self._log
@@ -281,6 +299,7 @@ class ExecutionActor:
                 log.error("execution.no_stream")
                 return "missing"
             state = fold(events)
+            project_executions.remember_log(events)  # its next append need not read its row
             log.info("execution.replayed", version=state.version, status=state.status)
             # Sealed secrets are opened for the agents only; what agents say is scrubbed of them.
             self._context = open_secrets(state.context) if has_sealed(state.context) \
@@ -326,82 +345,113 @@ class ExecutionActor:
             self._cancel.clear()
 
     async def _drive(self, store: EventStore, state: ExecutionState) -> None:
+        """Decide, dispatch, record — with the log written behind the decisions (group commit).
+
+        Events are applied to the in-memory state as they are decided; one append is in flight
+        at a time, and whatever is decided meanwhile goes into the next one.  Stages are
+        dispatched before their decision commits, so the append and the stages overlap; a
+        crash re-runs what was not committed under the same attempt numbers and idempotency
+        keys, as a crash during an attempt would.  The end of an execution is reported only
+        once every event is committed."""
         inflight: dict[tuple[str, str], asyncio.Task[_Outcome]] = {}
         pending: list[Event] = []  # applied to state, not yet appended
-        while True:
-            cancel: list[str] = []
-            while True:  # decide step by step; all steps go in one transaction
-                decision = decide(state, _now())
-                cancel = decision.cancel
-                if not decision.events:
-                    break
-                for event in decision.events:
-                    apply(state, event)
-                pending.extend(decision.events)
-            if self._abandoned and any(not t.done() for t in self._abandoned):
-                # A local stage outlived its attempt (timed out or cancelled): record that, then
-                # end the process before the stage could start again beside it.
-                if pending:
-                    await store.append(pending, expected_version=state.version - len(pending),
-                                       conn=self._lease_conn)
-                self._retire("a local stage outlived its attempt (timeout or cancellation) and "
-                             "a thread cannot be stopped")
-            self._abandoned.clear()
-            if not state.terminal:
-                # Dispatch before the decision commits: the append and the first task overlap.
-                # A crash in between re-runs the attempt under the same idempotency key, as a
-                # crash during the attempt would; what is recorded once is its completion.
-                for sid in cancel:
-                    self._cancel.setdefault(sid, asyncio.Event()).set()
-                for sid in state.stages_in("running"):
-                    if ("run", sid) not in inflight:
-                        inflight[("run", sid)] = asyncio.create_task(self._attempt(state, sid))
-                for sid, undo in state.stages.items():
-                    if undo.compensation == "running" and ("undo", sid) not in inflight:
-                        inflight[("undo", sid)] = asyncio.create_task(
-                            self._compensate(state, sid))
-            if pending:
-                await store.append(pending, expected_version=state.version - len(pending),
-                                   conn=self._lease_conn)
-                for event in pending:
-                    self._log.info("execution.event", seq=event.seq, type=event.type,
-                                   stage_id=event.stage_id)
-                record_events(state.workflow_id, pending)
-                pending = []
-            if state.terminal:
-                self._log.info("execution.finished", status=state.status)
-                return
-            if not inflight:
-                raise RuntimeError(f"execution {state.execution_id} has nothing to wait for")
-            lease_waiter = asyncio.ensure_future(self._lease_lost.wait())
-            done, _ = await asyncio.wait([*inflight.values(), lease_waiter],
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if lease_waiter in done:
-                # Another runner may take over at once: stop every stage task now (run()'s
-                # finally kills them) so that no stage ever runs twice at the same time.
-                for running in inflight.values():
-                    running.cancel()
-                raise _LeaseLost()
+        writing: asyncio.Task[None] | None = None  # the append in flight
+        lease_waiter = asyncio.ensure_future(self._lease_lost.wait())
+        try:
+            while True:
+                cancel: list[str] = []
+                while True:  # decide step by step; all steps go in one append
+                    decision = decide(state, _now())
+                    cancel = decision.cancel
+                    if not decision.events:
+                        break
+                    for event in decision.events:
+                        apply(state, event)
+                    pending.extend(decision.events)
+                if writing is not None and writing.done():
+                    writing.result()  # an append that failed ends the drive here
+                    writing = None
+                if self._abandoned and any(not t.done() for t in self._abandoned):
+                    # A local stage outlived its attempt (timed out or cancelled): record that,
+                    # then end the process before the stage could start again beside it.
+                    if writing is not None:
+                        await writing
+                    await self._write(store, state, pending)
+                    self._retire("a local stage outlived its attempt (timeout or "
+                                 "cancellation) and a thread cannot be stopped")
+                self._abandoned.clear()
+                if not state.terminal:
+                    for sid in cancel:
+                        self._cancel.setdefault(sid, asyncio.Event()).set()
+                    for sid in state.stages_in("running"):
+                        if ("run", sid) not in inflight:
+                            inflight[("run", sid)] = asyncio.create_task(
+                                self._attempt(state, sid))
+                    for sid, undo in state.stages.items():
+                        if undo.compensation == "running" and ("undo", sid) not in inflight:
+                            inflight[("undo", sid)] = asyncio.create_task(
+                                self._compensate(state, sid))
+                if state.terminal:
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    await self._write(store, state, pending)
+                    self._log.info("execution.finished", status=state.status)
+                    return
+                if pending and writing is None:
+                    writing = asyncio.create_task(self._write(store, state, pending))
+                    pending = []
+                if not inflight and writing is None:
+                    raise RuntimeError(
+                        f"execution {state.execution_id} has nothing to wait for")
+                waiters: list[asyncio.Future[Any]] = [*inflight.values(), lease_waiter]
+                if writing is not None:
+                    waiters.append(writing)
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if lease_waiter in done:
+                    # Another runner may take over at once: stop every stage task now (run()'s
+                    # finally kills them) so that no stage ever runs twice at the same time.
+                    for running in inflight.values():
+                        running.cancel()
+                    raise _LeaseLost()
+                for finished in done:
+                    if finished is writing:
+                        continue  # looked at on the next turn
+                    outcome = finished.result()
+                    assert isinstance(outcome, _Outcome)
+                    key = (outcome.kind, outcome.stage_id)
+                    del inflight[key]
+                    self._refs.pop(key, None)
+                    self._local.pop(key, None)
+                    record = attempt_events if outcome.kind == "run" else compensation_events
+                    extra = {"breaker": outcome.breaker} if outcome.kind == "run" else {}
+                    output, error = outcome.output, outcome.error
+                    if self._secrets:  # an agent that echoes a secret does not get it stored
+                        output, error = scrub(output, self._secrets), scrub(error, self._secrets)
+                    for event in record(
+                        state, outcome.stage_id, attempt=outcome.attempt, now=_now(),
+                        duration_ms=outcome.duration_ms, output=output,
+                        error=error, rng=self._rng, **extra,
+                    ):
+                        apply(state, event)
+                        pending.append(event)
+        finally:
             lease_waiter.cancel()
-            for finished in done:
-                outcome = finished.result()
-                assert isinstance(outcome, _Outcome)
-                key = (outcome.kind, outcome.stage_id)
-                del inflight[key]
-                self._refs.pop(key, None)
-                self._local.pop(key, None)
-                record = attempt_events if outcome.kind == "run" else compensation_events
-                extra = {"breaker": outcome.breaker} if outcome.kind == "run" else {}
-                output, error = outcome.output, outcome.error
-                if self._secrets:  # an agent that echoes a secret does not get it stored
-                    output, error = scrub(output, self._secrets), scrub(error, self._secrets)
-                for event in record(
-                    state, outcome.stage_id, attempt=outcome.attempt, now=_now(),
-                    duration_ms=outcome.duration_ms, output=output,
-                    error=error, rng=self._rng, **extra,
-                ):
-                    apply(state, event)
-                    pending.append(event)
+            if writing is not None and not writing.done():
+                # Let it end on its own (it fails at once if the session is gone): a cancelled
+                # statement would leave the lease connection busy for the release.
+                with contextlib.suppress(Exception):
+                    await writing
+
+    async def _write(self, store: EventStore, state: ExecutionState, events: list[Event]) -> None:
+        """Append ``events`` (the next ones of the log, in order) on the lease connection."""
+        if not events:
+            return
+        await store.append(events, expected_version=events[0].seq - 1, conn=self._lease_conn)
+        for event in events:
+            self._log.info("execution.event", seq=event.seq, type=event.type,
+                           stage_id=event.stage_id)
+        record_events(state.workflow_id, events)
 
     async def _wait_until(self, when: datetime | None, cancel: asyncio.Event) -> bool:
         """Sleep until ``when``; False when cancelled first."""

@@ -193,6 +193,7 @@ class WorkflowDAG(BaseModel):
     _by_id: dict[str, WorkflowStage] = PrivateAttr(default_factory=dict)
     _incoming: dict[str, list[Transition]] = PrivateAttr(default_factory=dict)
     _outgoing: dict[str, list[Transition]] = PrivateAttr(default_factory=dict)
+    _reachable: list[str] | None = PrivateAttr(default=None)
 
     def model_post_init(self, __context: Any) -> None:
         self._by_id = {stage.id: stage for stage in self.stages}
@@ -224,7 +225,13 @@ class WorkflowDAG(BaseModel):
         return seen
 
     def reachable(self) -> list[str]:
-        """Stage ids reachable from the initial stage, in definition order."""
+        """Stage ids reachable from the initial stage, in definition order (computed once: the
+        definition is frozen)."""
+        if self._reachable is None:
+            self._reachable = self._compute_reachable()
+        return self._reachable
+
+    def _compute_reachable(self) -> list[str]:
         seen = {self.initial_stage} if self.initial_stage in self._by_id else set()
         todo = list(seen)
         while todo:

@@ -176,7 +176,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         # A runner claims the oldest queued execution nobody runs in one round trip: the
         # execution's lease is a session advisory lock keyed by the first 8 bytes of its id
         # (events.store.execution_lock_key), taken row by row in queue order.
+        # A runner that died holding an execution is remembered on its row until it (restarted)
+        # certifies its death: every such runner, not only the last one (several can die on
+        # one execution before the first of them is back).
         """
+        ALTER TABLE execution_queue ALTER COLUMN orphaned_by TYPE TEXT[]
+          USING CASE WHEN orphaned_by IS NULL THEN '{}'::text[] ELSE ARRAY[orphaned_by] END;
+        ALTER TABLE execution_queue ALTER COLUMN orphaned_by SET DEFAULT '{}';
+        ALTER TABLE execution_queue ALTER COLUMN orphaned_by SET NOT NULL;
         CREATE FUNCTION wfdag_lock_key(id UUID) RETURNS BIGINT LANGUAGE sql IMMUTABLE AS
           $$ SELECT ('x' || left(replace(id::text, '-', ''), 16))::bit(64)::bigint $$;
         CREATE FUNCTION wfdag_claim(p_runner TEXT, p_scan INTEGER)
@@ -191,7 +198,8 @@ MIGRATIONS: list[tuple[int, str]] = [
             IF pg_try_advisory_lock(wfdag_lock_key(candidate)) THEN
               RETURN QUERY
                 UPDATE execution_queue q SET runner = p_runner, claimed_at = now(),
-                  orphaned_by = COALESCE(q.runner, q.orphaned_by)
+                  orphaned_by = CASE WHEN q.runner IS NULL THEN q.orphaned_by
+                                     ELSE array_append(q.orphaned_by, q.runner) END
                 WHERE q.execution_id = candidate
                 RETURNING q.execution_id, q.recoveries, q.last_error;
               IF FOUND THEN

@@ -174,6 +174,9 @@ class EventStore:
         self.pool = pool
         self._projectors = tuple(projectors)
         # Every projector can write inside the append's statement: one round trip per append.
+        # (name, version) → definition: a stored version never changes (a different content
+        # under the same version is refused), so a parsed one is kept.
+        self._definitions: dict[tuple[str, int], WorkflowDAG] = {}
         self._single_statement = bool(self._projectors) and all(
             hasattr(p, "prepare") for p in self._projectors)
         self._notifier = _Notifier(pool)
@@ -317,19 +320,25 @@ class EventStore:
         """The active definition (the latest version unless one is named)."""
         async with self.pool.acquire() as conn:
             if version is None:
-                schema = await conn.fetchval(
-                    "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND is_active "
+                version = await conn.fetchval(
+                    "SELECT version FROM workflow_definitions WHERE name = $1 AND is_active "
                     "ORDER BY version DESC LIMIT 1",
                     workflow_id,
                 )
-            else:
-                schema = await conn.fetchval(
-                    "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND version = $2",
-                    workflow_id, version,
-                )
+                if version is None:
+                    raise WorkflowNotFoundError(workflow_id, None)
+            cached = self._definitions.get((workflow_id, version))
+            if cached is not None:
+                return cached
+            schema = await conn.fetchval(
+                "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND version = $2",
+                workflow_id, version,
+            )
         if schema is None:
             raise WorkflowNotFoundError(workflow_id, version)
-        return WorkflowDAG.model_validate(schema)
+        dag = WorkflowDAG.model_validate(schema)
+        self._definitions[(workflow_id, version)] = dag
+        return dag
 
     async def list_definitions(self) -> list[WorkflowDAG]:
         async with self.pool.acquire() as conn:

@@ -154,6 +154,12 @@ class _ExecutionsProjector:
             while len(_recent) > _RECENT_MAX:
                 _recent.popitem(last=False)
 
+    def remember_log(self, events: Sequence[Event]) -> None:
+        """Keep the row of an execution whose whole log a writer has just read (a runner that
+        adopts it), so that its next append need not read the row back."""
+        if events and events[0].type == "workflow_initiated":
+            self._remember(execution_row(None, [event_to_row(e) for e in events]))
+
     async def __call__(self, conn: DBConnection, events: Sequence[Event]) -> None:
         new = await self._next_row(conn, events)
         await write_rows(conn, [new])

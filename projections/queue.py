@@ -98,9 +98,10 @@ async def certify_restart(conn: DBConnection, runner: str) -> list[str]:
     """A restarted runner's first act: its previous process died, so whatever execution it
     was driving counts one recovery.  Returns those executions."""
     rows = await conn.fetch(
-        "UPDATE execution_queue SET recoveries = recoveries + 1, orphaned_by = NULL, "
+        "UPDATE execution_queue SET recoveries = recoveries + 1, "
+        "orphaned_by = array_remove(orphaned_by, $1), "
         "runner = CASE WHEN runner = $1 THEN NULL ELSE runner END "
-        "WHERE runner = $1 OR orphaned_by = $1 RETURNING execution_id", runner)
+        "WHERE runner = $1 OR $1 = ANY(orphaned_by) RETURNING execution_id", runner)
     return [str(r["execution_id"]) for r in rows]
 
 
@@ -108,9 +109,9 @@ async def hand_back(conn: DBConnection, runner: str) -> None:
     """Give back, uncounted, what ``runner`` was driving when it lost its database connection
     (the database restarted: not the execution's fault)."""
     await conn.execute(
-        "UPDATE execution_queue SET orphaned_by = NULL, "
+        "UPDATE execution_queue SET orphaned_by = array_remove(orphaned_by, $1), "
         "runner = CASE WHEN runner = $1 THEN NULL ELSE runner END "
-        "WHERE runner = $1 OR orphaned_by = $1", runner)
+        "WHERE runner = $1 OR $1 = ANY(orphaned_by)", runner)
 
 
 async def release(lease_conn: DBConnection, execution_id: str) -> None:

@@ -97,9 +97,11 @@ async def test_a_poison_execution_is_dead_lettered_after_bounded_recoveries(
     last = events[-1]
     assert isinstance(last, WorkflowFailed) and last.dead_lettered
     assert last.failed_stage == "boom"
-    # Every adoption ran the stage once and lost its runner; then it stopped.
+    # Every adoption ran the stage once and lost its runner; then it stopped.  A crash counts
+    # once its runner, restarted, certifies it — which can land after the next adoption or
+    # two (adopting takes one round trip, a restart about a second).
     kills = (tmp_dir / "runner-kills").read_text().splitlines()
-    assert len(kills) in (crashes, crashes + 1)
+    assert crashes <= len(kills) <= crashes + 2
     # Nothing is left queued for it, and the pool is whole again.
     report = await initialize_workflow_system()
     assert eid not in report["resumed"] and eid not in report["dead_lettered"]

@@ -136,3 +136,40 @@ async def test_a_released_connection_costs_no_reset_unless_it_listened(queue_url
             assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
     finally:
         await one.close()
+
+
+async def test_every_runner_that_died_on_an_execution_counts_once_it_certifies(
+    pool: asyncpg.Pool,
+) -> None:
+    """Runners a and b die holding the execution, one after the other, before either is back:
+    both deaths count when they certify; a runner that was only cut off counts nothing."""
+    from projections.queue import certify_restart, hand_back
+
+    eid = str(uuid.uuid4())
+    async with pool.acquire() as conn:
+        await enqueue(conn, eid, T0)
+
+    async def claim_and_die(runner: str) -> int:
+        conn = await pool.acquire()
+        claim = await claim_next(conn, runner)
+        assert claim is not None and claim.execution_id == eid
+        await conn.close()  # the process dies: its session, and the lease, end
+        await pool.release(conn)
+        return claim.recoveries
+
+    assert await claim_and_die("a") == 0
+    assert await claim_and_die("b") == 0  # a has not certified yet
+    assert await claim_and_die("cut-off") == 0
+    row = await pool.fetchrow("SELECT runner, orphaned_by, recoveries FROM execution_queue")
+    assert (row["runner"], row["orphaned_by"], row["recoveries"]) == ("cut-off", ["a", "b"], 0)
+    async with pool.acquire() as conn:
+        assert await certify_restart(conn, "b") == [eid]
+        assert await certify_restart(conn, "a") == [eid]
+        await hand_back(conn, "cut-off")  # its database connection was lost: uncounted
+        assert await certify_restart(conn, "a") == []  # counted once
+    row = await pool.fetchrow("SELECT runner, orphaned_by, recoveries FROM execution_queue")
+    assert (row["runner"], row["orphaned_by"], row["recoveries"]) == (None, [], 2)
+    async with pool.acquire() as conn:
+        claim = await claim_next(conn, "c")
+        assert claim is not None and claim.recoveries == 2
+        await release(conn, eid)

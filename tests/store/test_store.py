@@ -76,6 +76,33 @@ async def test_append_keeps_the_read_model_in_step(store: EventStore) -> None:
         "in_progress", "opportunity_research", 2)
 
 
+async def test_a_row_remembered_from_the_log_is_the_row_read_back(store: EventStore) -> None:
+    """A runner that adopts an execution remembers its row from the log it read instead of
+    reading the row back: the next append writes the same row either way."""
+    from events import StageAttempt, StageCompleted
+    from projections.executions import _recent
+
+    def log_of(eid: str) -> list[Event]:
+        return [_initiated(eid), _started(eid, 2),
+                StageAttempt(execution_id=eid, seq=3, at=NOW, stage_id="opportunity_research",
+                             attempt=1, outcome="succeeded", duration_ms=5),
+                StageCompleted(execution_id=eid, seq=4, at=NOW, stage_id="opportunity_research",
+                               attempt=1, output={"n": 1}, duration_ms=5)]
+
+    rows = []
+    for remember in (True, False):
+        eid = str(uuid.uuid4())
+        await store.append(log_of(eid)[:2], expected_version=0)
+        _recent.clear()  # another process wrote it
+        if remember:
+            project_executions.remember_log(await store.read(eid))
+        await store.append(log_of(eid)[2:], expected_version=2)
+        status = await fetch_status(store.pool, eid)
+        rows.append(status.model_dump(exclude={"execution_id"}))
+    assert rows[0] == rows[1]
+    assert rows[0]["last_seq"] == 4
+
+
 async def test_conflicting_append_raises_and_writes_nothing(store: EventStore) -> None:
     eid = str(uuid.uuid4())
     await store.append([_initiated(eid), _started(eid, 2)], expected_version=0)
