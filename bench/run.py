@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
 import os
 import statistics
 import sys
@@ -80,8 +81,8 @@ def fork_dag() -> WorkflowDAG:
     return WorkflowDAG.model_validate(data)
 
 
-async def run_many(n: int, in_flight: int, one: Callable[[int], Awaitable[float]]) -> tuple[
-        float, list[float]]:
+async def run_many(n: int, in_flight: int, one: Callable[[int], Awaitable[float]], *,
+                   progress: bool = True) -> tuple[float, list[float]]:
     """Run ``one(i)`` n times, ``in_flight`` at once; returns (wall seconds, per-call values)."""
     gate = asyncio.Semaphore(in_flight)
     values: list[float] = []
@@ -92,7 +93,7 @@ async def run_many(n: int, in_flight: int, one: Callable[[int], Awaitable[float]
         async with gate:
             values.append(await one(i))
             done += 1
-            if done % max(1, n // 5) == 0:
+            if progress and done % max(1, n // 5) == 0:
                 log(f"  {done}/{n}")
 
     started = time.perf_counter()
@@ -102,22 +103,43 @@ async def run_many(n: int, in_flight: int, one: Callable[[int], Awaitable[float]
 
 # --- chain ------------------------------------------------------------------------------------
 
-async def wfdag_chain(n: int, sequential: int, executor: str = "local") -> dict[str, float]:
-    from actors import execute_workflow_dag, register_workflow, wait_for_workflow
+class WfdagChain:
+    """The 5-stage chain on wfdag: rounds of executions, 10 in flight or one at a time."""
 
-    await register_workflow(chain_dag(executor))
+    def __init__(self, executor: str = "local") -> None:
+        self.executor = executor
 
-    async def one(_i: int) -> float:
+    async def start(self) -> None:
+        from actors import register_workflow
+
+        await register_workflow(chain_dag(self.executor))
+        for _ in range(3):  # warm-up
+            await self.one()
+
+    async def one(self, _i: int = 0) -> float:
+        from actors import execute_workflow_dag, wait_for_workflow
+
         t = time.perf_counter()
-        eid = await execute_workflow_dag(CHAIN_IDS[executor], {}, "bench")
+        eid = await execute_workflow_dag(CHAIN_IDS[self.executor], {}, "bench")
         status = await wait_for_workflow(eid, timeout=600)
         assert status.status == "completed", status.error_message
         return time.perf_counter() - t
 
-    for _ in range(3):  # warm-up
-        await one(0)
-    wall, _ = await run_many(n, 10, one)
-    _, lat = await run_many(sequential, 1, one)
+    async def throughput_round(self, n: int) -> float:
+        """Wall seconds for n executions, 10 in flight."""
+        wall, _ = await run_many(n, 10, self.one, progress=False)
+        return wall
+
+    async def latency_round(self, n: int) -> list[float]:
+        _, lat = await run_many(n, 1, self.one, progress=False)
+        return lat
+
+
+async def wfdag_chain(n: int, sequential: int, executor: str = "local") -> dict[str, float]:
+    chain = WfdagChain(executor)
+    await chain.start()
+    wall, _ = await run_many(n, 10, chain.one)
+    _, lat = await run_many(sequential, 1, chain.one)
     return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
 
 
@@ -148,45 +170,94 @@ def ray_chain_floor(n: int, sequential: int) -> dict[str, float]:
     return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
 
 
-def dbos_chain(url: str, n: int, sequential: int) -> dict[str, float] | None:
-    try:
+class DbosChain:
+    """DBOS Transact running the same 5 steps, in this process (DBOS steps run in-process)."""
+
+    def __init__(self, url: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         from dbos import DBOS
+
+        logging.getLogger("dbos").setLevel(logging.WARNING)
+        DBOS(config={"name": "wfdag-bench", "system_database_url": url,
+                     "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
+
+        @DBOS.step()
+        def step(i: int) -> int:
+            return i
+
+        @DBOS.workflow()
+        def chain(i: int) -> int:
+            for s in range(CHAIN_STAGES):
+                step(s)
+            return i
+
+        self._chain = chain
+        self._threads = ThreadPoolExecutor(10)
+        DBOS.launch()
+        for i in range(5):  # warm-up
+            chain(i)
+
+    def one(self, i: int = 0) -> float:
+        t = time.perf_counter()
+        self._chain(i)
+        return time.perf_counter() - t
+
+    def throughput_round(self, n: int) -> float:
+        t = time.perf_counter()
+        list(self._threads.map(self._chain, range(n)))
+        return time.perf_counter() - t
+
+    def latency_round(self, n: int) -> list[float]:
+        return [self.one(i) for i in range(n)]
+
+    def stop(self) -> None:
+        from dbos import DBOS
+
+        self._threads.shutdown()
+        DBOS.destroy()
+
+
+def dbos_available() -> bool:
+    try:
+        import dbos  # noqa: F401
     except ImportError:
         log("  DBOS is not installed (pip install -e '.[bench]'): skipping the peer")
-        return None
-    import logging
-    from concurrent.futures import ThreadPoolExecutor
+        return False
+    return True
 
-    logging.getLogger("dbos").setLevel(logging.WARNING)
-    DBOS(config={"name": "wfdag-bench", "system_database_url": url,
-                 "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
 
-    @DBOS.step()
-    def step(i: int) -> int:
-        return i
-
-    @DBOS.workflow()
-    def chain(i: int) -> int:
-        for s in range(CHAIN_STAGES):
-            step(s)
-        return i
-
-    DBOS.launch()
+async def chain_against_dbos(dbos_url: str | None, n: int, sequential: int,
+                             rounds: int = 4) -> tuple[dict[str, float], dict[str, float] | None]:
+    """wfdag's chain and DBOS's, in alternating rounds (throughput, then latency), so that a
+    drift in the machine's speed during the run (shared cores) slows both alike."""
+    ours = WfdagChain("local")
+    await ours.start()
+    peer = await asyncio.to_thread(DbosChain, dbos_url) if dbos_url else None
+    walls = {"wfdag": 0.0, "dbos": 0.0}
+    lats: dict[str, list[float]] = {"wfdag": [], "dbos": []}
+    per_round, seq_round = max(1, n // rounds), max(1, sequential // rounds)
     try:
-        for i in range(5):
-            chain(i)
-        t = time.perf_counter()
-        with ThreadPoolExecutor(10) as pool:
-            list(pool.map(chain, range(n)))
-        wall = time.perf_counter() - t
-        lat = []
-        for i in range(sequential):
-            s = time.perf_counter()
-            chain(i)
-            lat.append(time.perf_counter() - s)
-        return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
+        for r in range(rounds):
+            walls["wfdag"] += await ours.throughput_round(per_round)
+            if peer is not None:
+                walls["dbos"] += await asyncio.to_thread(peer.throughput_round, per_round)
+            log(f"  throughput round {r + 1}/{rounds}")
+        for r in range(rounds):
+            lats["wfdag"] += await ours.latency_round(seq_round)
+            if peer is not None:
+                lats["dbos"] += await asyncio.to_thread(peer.latency_round, seq_round)
+            log(f"  latency round {r + 1}/{rounds}")
     finally:
-        DBOS.destroy()
+        if peer is not None:
+            await asyncio.to_thread(peer.stop)
+    done = per_round * rounds
+
+    def figures(name: str) -> dict[str, float]:
+        return {"throughput_per_s": done / walls[name],
+                "latency_p50_ms": p50(lats[name]) * 1000}
+
+    return figures("wfdag"), (figures("dbos") if peer is not None else None)
 
 
 EVENTS_PER_CHAIN = 2 + 3 * CHAIN_STAGES  # initiated, per stage started+attempt+completed, end
@@ -546,17 +617,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await register_workflow(chain_dag())
     if "chain" in only:
         n, seq = sizes["chain"]
-        log(f"chain: wfdag, {n} executions 10 in flight, {seq} one at a time")
-        raw["chain_wfdag"] = await wfdag_chain(n, seq)
+        log(f"chain: wfdag and the DBOS Transact peer in alternating rounds, {n} executions "
+            f"10 in flight, {seq} one at a time")
+        dbos_url = (await create_database(server, "dbos_bench")) if dbos_available() else None
+        raw["chain_wfdag"], raw["chain_dbos"] = await chain_against_dbos(dbos_url, n, seq)
         log("chain: wfdag with task stages (a Ray task per stage)")
         raw["chain_wfdag_task_stages"] = await wfdag_chain(n, seq, "task")
         log("chain: bare Ray floor")
         raw["chain_ray_floor"] = await asyncio.to_thread(ray_chain_floor, n, seq)
         log("chain: raw asyncpg append floor")
         raw["chain_asyncpg_floor"] = await asyncpg_append_floor(url, n)
-        log("chain: DBOS Transact peer")
-        dbos_url = await create_database(server, "dbos_bench")
-        raw["chain_dbos"] = await asyncio.to_thread(dbos_chain, dbos_url, n, seq)
     if "fork_join" in only:
         log(f"fork_join: {sizes['fork_join']} executions, 10 in flight")
         raw["fork_join"] = await fork_join(sizes["fork_join"])

@@ -26,7 +26,7 @@ from definitions import (
     WorkflowDAG,
     WorkflowNotFoundError,
 )
-from events.database import DBConnection
+from events.database import DBConnection, session_alive
 from events.models import Event, event_from_row, event_to_row
 
 __all__ = [
@@ -106,6 +106,11 @@ async def lease_is_free(conn: DBConnection, execution_id: str) -> bool:
     return taken
 
 
+#: How long a store keeps listening after its last waiter left.
+IDLE_UNLISTEN_SECONDS = 2.0
+_BACKGROUND: set[asyncio.Future[None]] = set()
+
+
 class _Notifier:
     """One LISTEN connection per store, fanning notifications out to waiters by execution id.
 
@@ -119,6 +124,7 @@ class _Notifier:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.last_type: dict[str, str] = {}
         """The type of the last event notified, per execution someone waits on."""
+        self._idle: asyncio.TimerHandle | None = None
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         eid, _, rest = str(payload).partition(":")
@@ -137,7 +143,7 @@ class _Notifier:
     async def _ensure(self) -> bool:
         """Listen (again); True when a new listening connection had to be made."""
         async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
+            if self._conn is not None and session_alive(self._conn):
                 return False
             conn = await self._pool.acquire()
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
@@ -149,6 +155,9 @@ class _Notifier:
     async def subscribe(self, execution_id: str) -> AsyncIterator[asyncio.Event]:
         event = asyncio.Event()
         self._waiters.setdefault(execution_id, set()).add(event)
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         try:
             await self._ensure()
             yield event
@@ -159,9 +168,38 @@ class _Notifier:
                 if not waiters:
                     del self._waiters[execution_id]
                     self.last_type.pop(execution_id, None)
+            if not self._waiters and self._idle is None:
+                # Nobody waits: stop listening after a grace (a process that waits no more is
+                # not woken by every append of the cluster; one that waits again soon keeps
+                # its listening connection).
+                self._idle = asyncio.get_running_loop().call_later(
+                    IDLE_UNLISTEN_SECONDS, self._unlisten_if_idle)
+
+    def _unlisten_if_idle(self) -> None:
+        self._idle = None
+        if not self._waiters and self._conn is not None:
+            task = asyncio.ensure_future(self._unlisten())
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+
+    async def _unlisten(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if self._waiters:  # someone subscribed meanwhile: keep listening
+                self._conn = conn
+                return
+            if conn is not None and session_alive(conn):
+                with contextlib.suppress(Exception):  # released either way; reset UNLISTENs
+                    conn.remove_termination_listener(self._on_lost)
+                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn)
 
     async def close(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._conn is not None and session_alive(self._conn):
             await self._conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             await self._pool.release(self._conn)
         self._conn = None

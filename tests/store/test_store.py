@@ -208,3 +208,36 @@ async def test_wrong_database_url_is_a_clear_error() -> None:
     assert "WFDAG_DATABASE_URL" in str(info.value)
     with pytest.raises(DatabaseConfigError):
         await connect_pool("not a url at all", timeout=3)
+
+
+async def test_a_store_listens_only_while_someone_waits(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that waits no more is not woken by every append of the cluster."""
+    import events.store
+
+    monkeypatch.setattr(events.store, "IDLE_UNLISTEN_SECONDS", 0.1)
+    pool = await connect_pool(database_url, max_size=3)
+    store = EventStore(pool, projectors=[project_executions])
+    try:
+        eid = str(uuid.uuid4())
+
+        async def listening_sessions() -> int:
+            return int(await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'"))
+
+        before = await listening_sessions()
+        async with store.subscribe(eid) as woken:
+            assert await listening_sessions() == before + 1
+            await store.append([_initiated(eid)], expected_version=0)
+            await asyncio.wait_for(woken.wait(), 10)  # notified while it waits
+        deadline = asyncio.get_running_loop().time() + 10
+        while await listening_sessions() > before:
+            assert asyncio.get_running_loop().time() < deadline, "still listening"
+            await asyncio.sleep(0.05)
+        async with store.subscribe(eid) as woken:  # waits again: listens again
+            await store.append([_started(eid, 2)], expected_version=1)
+            await asyncio.wait_for(woken.wait(), 10)
+    finally:
+        await store.close()
