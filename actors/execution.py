@@ -221,6 +221,7 @@ class ExecutionActor:
                     self._lost = False
                 wake = self._wake
                 await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
+                listening, just_drove = True, False
                 await self._load_breaker_view(lease_conn)
                 self._log.info("runner.ready", reconnect=backoff > 0.5)
                 backoff = 0.5
@@ -229,10 +230,23 @@ class ExecutionActor:
                     wake.clear()
                     claim = await claim_next(lease_conn, self.name)
                     if claim is None:
+                        just_drove = False
+                        if not listening:
+                            # Idle again: listen for enqueues, then look once more (one may
+                            # have come before the LISTEN).
+                            await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
+                            listening = True
+                            continue
                         # Woken by an enqueue; the timeout covers leases freed by dead runners.
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
                         continue
+                    if listening and just_drove:
+                        # Busy back to back (the queue is not empty): enqueue notifications
+                        # would only wake this runner for nothing (every runner, every start).
+                        await lease_conn.remove_listener(QUEUE_CHANNEL, self._on_enqueued)
+                        listening = False
+                    just_drove = True
                     eid = claim.execution_id
                     if claim.recoveries > MAX_RECOVERIES:
                         try:
