@@ -350,7 +350,7 @@ class EventStore:
                 "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND version = $2",
                 dag.id, dag.version,
             )
-        if _canonical(existing) != _canonical(schema):
+        if _canonical(_as_stored_now(existing)) != _canonical(schema):
             raise DefinitionConflictError(dag.id, dag.version)
         return False
 
@@ -385,6 +385,16 @@ class EventStore:
                 "WHERE is_active ORDER BY name, version DESC"
             )
         return [WorkflowDAG.model_validate(r["dag_schema"]) for r in rows]
+
+
+def _as_stored_now(schema: Any) -> Any:
+    """A stored definition as this version of wfdag would store it: one registered by an
+    older version lacks the fields added since (with their defaults), and is still the same
+    definition."""
+    try:
+        return WorkflowDAG.model_validate(schema).model_dump(mode="json")
+    except ValueError:  # no longer valid: compared as it is (and so not the same)
+        return schema
 
 
 def _canonical(value: Any) -> str:

@@ -191,6 +191,27 @@ async def test_definitions_register_idempotently_and_refuse_changed_content(
         await store.get_definition("nope")
 
 
+async def test_a_definition_stored_by_an_older_version_is_the_same_definition(
+    store: EventStore,
+) -> None:
+    """A definition registered before a field existed (stored without it) is not a conflict
+    with the same definition now (the field at its default); a real change still is."""
+    dag = WorkflowDAG.model_validate({
+        **CANONICAL_WORKFLOWS["opportunity-discovery-v1"].model_dump(mode="json"),
+        "id": f"older-{uuid.uuid4().hex[:8]}"})
+    old_schema = dag.model_dump(mode="json")
+    for stage in old_schema["stages"]:
+        del stage["executor"]  # what wfdag stored before stages had an executor
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO workflow_definitions (name, description, version, dag_schema) "
+            "VALUES ($1, '', 1, $2)", dag.id, old_schema)
+    assert await store.register_definition(dag) is False  # the same: nothing to do
+    changed = WorkflowDAG.model_validate({**dag.model_dump(mode="json"), "name": "renamed"})
+    with pytest.raises(DefinitionConflictError):
+        await store.register_definition(changed)
+
+
 async def test_migrations_are_idempotent_and_safe_in_parallel(database_url: str) -> None:
     conns = [await asyncpg.connect(database_url) for _ in range(3)]
     try:
