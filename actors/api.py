@@ -626,9 +626,9 @@ async def _runner_of(execution_id: str) -> str | None:
 
 
 def execution_actor(execution_id: str) -> Any:
-    """The handle of the pooled Ray actor now running the execution (it runs it as an actor
-    task named ``wfdag-exec-<id>``), or ``None`` when no live actor runs it (ended, or waiting
-    in the queue).
+    """The handle of the pooled Ray actor now running the execution (while it drives it, the
+    actor runs a task named ``wfdag-exec-<id>``), or ``None`` when no live actor runs it
+    (ended, or waiting in the queue).
 
     Synchronous, and safe to call from code already running inside an event loop.
     """
