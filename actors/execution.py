@@ -17,6 +17,7 @@ import os
 import random
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -131,8 +132,7 @@ class ExecutionActor:
     It claims the oldest queued execution nobody runs by taking its lease, then drives it — with
     an actor task of its own named ``wfdag-exec-<execution id>`` running alongside (so the Ray
     dashboard shows which execution each runner drives) — releases the lease and claims the
-    next.  Spawn the pool with
-    :func:`ensure_pool`.
+    next.  Spawn the pool with :func:`ensure_pool`.
     """
 
     def __init__(self, database_url: str, name: str) -> None:
@@ -385,7 +385,7 @@ class ExecutionActor:
                 if writing is not None and writing.done():
                     writing.result()  # an append that failed ends the drive here
                     writing = None
-                if self._abandoned and any(not t.done() for t in self._abandoned):
+                if _any_running(self._abandoned):
                     # A local stage outlived its attempt (timed out or cancelled): record that,
                     # then end the process before the stage could start again beside it.
                     if writing is not None:
@@ -559,7 +559,8 @@ class ExecutionActor:
         return self._thread_pool
 
     def _local_still_running(self) -> bool:
-        return any(not thread.done() for thread in self._local.values())
+        """A local stage thread still runs: one in flight, or one abandoned by its attempt."""
+        return _any_running(self._local.values()) or _any_running(self._abandoned)
 
     def _retire(self, reason: str) -> NoReturn:
         """End this process, and with it the local stage threads that must not run on: Ray
@@ -664,6 +665,10 @@ POOL_SIZE = int(os.environ.get("WFDAG_POOL_SIZE", "8"))
 #: queues its local stages.
 LOCAL_THREADS = int(os.environ.get("WFDAG_LOCAL_THREADS", "32"))
 RETIRE_EXIT_CODE = 70
+
+
+def _any_running(threads: Iterable[concurrent.futures.Future[dict[str, Any]]]) -> bool:
+    return any(not thread.done() for thread in threads)
 
 
 def _retire_marker() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,15 @@ async def events_of(execution_id: str) -> list[Event]:
 
 def types_of(events: list[Event]) -> list[str]:
     return [e.type for e in events]
+
+
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:

@@ -4,7 +4,6 @@ execution, and no stage ever runs twice at the same time."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from events import EventStore, execution_lock_key
 from tests.integration.helpers import (
     assert_gapless,
     events_of,
-    eventually,
+    process_alive,
     register_chain,
     stage,
     wait_until,
@@ -30,13 +29,6 @@ def _runs(path: Path) -> list[tuple[str, float, int]]:
     return [(kind, float(at), int(pid)) for kind, at, pid in
             (line.split() for line in path.read_text().splitlines())]
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("executor", ["task", "local"])
@@ -80,9 +72,6 @@ async def test_a_runner_that_lost_its_lease_is_fenced_and_stops(
     assert len(ends) == 1 and ends[0][1] != old_pid, "the old stage must not run to its end"
     assert starts[1][0] > cut_at, "the new attempt starts only after the lease was lost"
     # The old stage's process was ended when its runner lost the lease.
-    await eventually(lambda: _async(not _alive(old_pid)), timeout=20,
-                     what=f"the old stage's process {old_pid} to be stopped")
+    wait_until(lambda: not process_alive(old_pid), timeout=20,
+               what=f"the old stage's process {old_pid} to be stopped")
 
-
-async def _async(value: bool) -> bool:
-    return value

@@ -16,7 +16,7 @@ from actors.runtime import NAMESPACE
 from tests.integration.helpers import (
     assert_gapless,
     events_of,
-    eventually,
+    process_alive,
     register_chain,
     stage,
     wait_until,
@@ -24,13 +24,6 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_a_local_stage_runs_in_its_runner_and_a_task_stage_does_not() -> None:
@@ -84,11 +77,8 @@ async def test_a_local_agent_that_overruns_its_timeout_is_stopped_with_its_proce
     pids = [int(p) for p in pid_file.read_text().split()]
     assert len(pids) == 2
     for pid in pids:
-        await eventually(lambda pid=pid: _async(not _alive(pid)), timeout=30,
-                         what=f"the runner process {pid} of the hung agent to end")
+        wait_until(lambda pid=pid: not process_alive(pid), timeout=30,
+                   what=f"the runner process {pid} of the hung agent to end")
     assert first_pid == pids[0]
     assert not (tmp_dir / "finished").exists()
 
-
-async def _async(value: bool) -> bool:
-    return value
