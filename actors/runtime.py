@@ -1,47 +1,130 @@
-"""Process-wide plumbing: the Ray connection, the database URL, per-loop stores, limits."""
+"""Process-wide plumbing: settings, the Ray session, the database URL, per-loop stores.
+
+:func:`settings` reads every ``WFDAG_*`` variable once, into a frozen :class:`Settings`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import json
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, TypeVar
 
 import ray
 
 from actors.logs import get_logger
-from definitions import PayloadTooLargeError
+from definitions import DEFAULT_MAX_PAYLOAD_BYTES, InvalidArgumentError, PayloadTooLargeError
 from events import EventStore, connect_pool, resolve_database_url
-from projections import project_executions
-from projections.queue import project_queue
+from events.leases import project_queue
+from projections import ExecutionsProjector
 
 __all__ = [
     "NAMESPACE",
+    "Settings",
+    "check_payload_size",
+    "close_stores",
     "ensure_ray",
     "get_database_url",
     "get_store",
-    "max_payload_bytes",
     "new_store",
+    "reload_settings",
     "run_sync",
+    "set_database_url",
+    "settings",
+    "worker_pythonpath",
 ]
 
 NAMESPACE = "wfdag"
-WARM_WORKERS = int(os.environ.get("WFDAG_WARM_WORKERS", "12"))
 T = TypeVar("T")
 
 
-def max_payload_bytes() -> int:
-    """The size limit of a context or an agent output (``WFDAG_MAX_PAYLOAD_BYTES``, 1 MiB)."""
-    return int(os.environ.get("WFDAG_MAX_PAYLOAD_BYTES", str(1024 * 1024)))
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise InvalidArgumentError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _resources(raw: str | None) -> dict[str, float]:
+    if not raw:
+        return {}
+    try:
+        resources = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"WFDAG_RUNNER_RESOURCES is not JSON: {exc}") from None
+    if not isinstance(resources, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+            for v in resources.values()):
+        raise InvalidArgumentError(
+            "WFDAG_RUNNER_RESOURCES must be a JSON object of positive numbers, "
+                         f"got {raw!r}")
+    return {str(k): float(v) for k, v in resources.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every ``WFDAG_*`` setting of this process (README, "Settings")."""
+
+    #: Execution actors (runners) of the pool: at most this many executions run at once.
+    pool_size: int = 8
+    #: Threads a runner gives its local stages.
+    local_threads: int = 32
+    #: Re-adoptions after a runner died on an execution before it is dead-lettered.
+    max_recoveries: int = 5
+    #: Idle Ray workers kept warm by a local Ray, so that forks start at once.
+    warm_workers: int = 12
+    #: Size limit of a context, an agent output or a definition (bytes of JSON).
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    #: A local Ray starts its dashboard.
+    ray_dashboard: bool = True
+    #: Ray workers' output is printed by the driver.
+    ray_log_to_driver: bool = False
+    #: Custom Ray resources every runner asks for (keeps runners on nodes that offer them).
+    runner_resources: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            pool_size=max(1, _int(env, "WFDAG_POOL_SIZE", 8)),
+            local_threads=max(1, _int(env, "WFDAG_LOCAL_THREADS", 32)),
+            max_recoveries=_int(env, "WFDAG_MAX_RECOVERIES", 5),
+            warm_workers=_int(env, "WFDAG_WARM_WORKERS", 12),
+            max_payload_bytes=_int(env, "WFDAG_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            ray_dashboard=env.get("WFDAG_RAY_DASHBOARD", "1") == "1",
+            ray_log_to_driver=env.get("WFDAG_RAY_LOG_TO_DRIVER") == "1",
+            runner_resources=_resources(env.get("WFDAG_RUNNER_RESOURCES")),
+        )
+
+
+@cache
+def settings() -> Settings:
+    """This process's settings, read from the environment on first use."""
+    return Settings.from_env(os.environ)
+
+
+def reload_settings() -> Settings:
+    """Read the environment again (for a process that changed it on purpose)."""
+    settings.cache_clear()
+    return settings()
 
 
 def check_payload_size(what: str, encoded: str) -> None:
     size = len(encoded.encode())
-    limit = max_payload_bytes()
+    limit = settings().max_payload_bytes
     if size > limit:
         raise PayloadTooLargeError(what, size, limit)
 
@@ -55,34 +138,53 @@ def _warm(seconds: float) -> int:
     return os.getpid()
 
 
+def worker_pythonpath(cwd: str, pythonpath: str | None) -> str:
+    """The ``PYTHONPATH`` of a local Ray's workers: the driver's directory first (agent modules
+    beside the driver import there), then the driver's own ``PYTHONPATH``."""
+    paths = [p for p in (pythonpath or "").split(os.pathsep) if p]
+    return os.pathsep.join([cwd, *[p for p in paths if p != cwd]])
+
+
 def ensure_ray(address: str | None = None) -> None:
-    """Join ``address`` / ``RAY_ADDRESS``, or start a local Ray bound to 127.0.0.1."""
+    """Join ``address`` / ``RAY_ADDRESS``, or start a local Ray bound to 127.0.0.1.
+
+    This process's environment is left as it was: a local Ray's workers get the driver's
+    directory on their ``PYTHONPATH`` (:func:`worker_pythonpath`) without the driver's own
+    ``PYTHONPATH`` being rewritten."""
     with _ray_lock:
         if ray.is_initialized():
             return
         log = get_logger()
+        config = settings()
         target = address or os.environ.get("RAY_ADDRESS")
-        log_to_driver = os.environ.get("WFDAG_RAY_LOG_TO_DRIVER") == "1"
         if target:
-            ray.init(address=target, namespace=NAMESPACE, log_to_driver=log_to_driver)
+            ray.init(address=target, namespace=NAMESPACE, log_to_driver=config.ray_log_to_driver)
             log.info("ray.joined", address=target)
             return
-        # Agent modules next to the driver must import on the workers of this local Ray.
-        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        if os.getcwd() not in paths:
-            os.environ["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
         started = time.monotonic()
-        ray.init(
-            namespace=NAMESPACE,
-            dashboard_host="127.0.0.1",
-            include_dashboard=os.environ.get("WFDAG_RAY_DASHBOARD", "1") == "1",
-            log_to_driver=log_to_driver,
-            configure_logging=True,
-            logging_level=logging.WARNING,
-            _system_config={"num_workers_soft_limit": WARM_WORKERS},
-        )
+        # The local Ray's processes (and so its workers) inherit the environment at the
+        # moment they start: give them the PYTHONPATH they need for that moment only.
+        # (A job runtime_env would do it too, but every worker would then start through
+        # Ray's runtime-env agent: a 4-way fork waited seconds for its workers.)
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = worker_pythonpath(os.getcwd(), saved)
+        try:
+            ray.init(
+                namespace=NAMESPACE,
+                dashboard_host="127.0.0.1",
+                include_dashboard=config.ray_dashboard,
+                log_to_driver=config.ray_log_to_driver,
+                configure_logging=True,
+                logging_level=logging.WARNING,
+                _system_config={"num_workers_soft_limit": config.warm_workers},
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         # Start idle workers now so that the first fork does not wait on process starts.
-        ray.get([_warm.remote(0.3) for _ in range(WARM_WORKERS)])
+        ray.get([_warm.remote(0.3) for _ in range(config.warm_workers)])
         log.info("ray.started", seconds=round(time.monotonic() - started, 2))
 
 
@@ -114,8 +216,10 @@ _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, EventSto
 
 
 async def new_store(url: str, *, max_size: int = 5) -> EventStore:
+    """A store on a new pool, with the read models kept in each append (its own row cache:
+    the rows belong to this database)."""
     pool = await connect_pool(url, min_size=1, max_size=max_size)
-    return EventStore(pool, projectors=[project_executions, project_queue])
+    return EventStore(pool, projectors=[ExecutionsProjector(), project_queue])
 
 
 async def get_store(database_url: str | None = None) -> EventStore:
@@ -138,7 +242,8 @@ async def close_stores() -> None:
 
 
 class _LoopThread:
-    """One background event loop for the blocking twins of the async API."""
+    """One background event loop for the blocking twins of the async API; its stores are
+    closed when the process exits (asyncpg complains about pools left open)."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,7 +256,19 @@ class _LoopThread:
                 thread = threading.Thread(target=loop.run_forever, name="wfdag-sync", daemon=True)
                 thread.start()
                 self._loop = loop
+                atexit.register(self.close)
             return self._loop
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None or not loop.is_running():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(close_stores(), loop).result(timeout=5)
+        except Exception as exc:  # exiting anyway: say why, never raise from atexit
+            get_logger().warning("runtime.close_failed", error=f"{type(exc).__name__}: {exc}")
+        loop.call_soon_threadsafe(loop.stop)
 
 
 _loop_thread = _LoopThread()
@@ -160,4 +277,3 @@ _loop_thread = _LoopThread()
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from plain (or async) code on the background loop."""
     return asyncio.run_coroutine_threadsafe(coro, _loop_thread.loop()).result()
-

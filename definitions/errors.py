@@ -27,16 +27,21 @@ __all__ = [
     "ErrorInfo",
     "ExecutionNotFoundError",
     "ExecutionStateError",
+    "InvalidArgumentError",
     "InvalidContextError",
     "InvalidWorkflowError",
     "NetworkError",
     "NonRetryableError",
+    "NotFoundError",
     "PayloadTooLargeError",
     "RateLimitError",
     "RetryableError",
+    "SecretKeyError",
+    "StageNotFoundError",
     "StageTimeoutError",
     "TemporaryError",
     "ValidationError",
+    "WaitTimeoutError",
     "WfdagError",
     "WorkflowNotFoundError",
     "classify_error",
@@ -44,7 +49,10 @@ __all__ = [
 
 
 class WfdagError(Exception):
-    """Base of every error wfdag raises."""
+    """Base of every error wfdag raises.  ``exit_code`` is what the CLI exits with on it
+    (README, "Exit codes"): 1 a check failed; 2 bad input; 3 not found; 4 timed out waiting."""
+
+    exit_code = 1
 
 
 # --- agent-facing errors: raise these from an agent to say what went wrong -----------------
@@ -107,6 +115,8 @@ class AgentOutputError(NonRetryableError):
 class InvalidWorkflowError(WfdagError):
     """A definition that cannot be registered or run; ``errors`` lists every problem."""
 
+    exit_code = 2
+
     def __init__(self, workflow_id: str, errors: list[str]) -> None:
         super().__init__(
             f"workflow {workflow_id!r} is invalid: " + "; ".join(errors)
@@ -125,7 +135,13 @@ class DefinitionConflictError(WfdagError):
         self.version = version
 
 
-class WorkflowNotFoundError(WfdagError):
+class NotFoundError(WfdagError):
+    """Something named by the caller does not exist (or belongs to another organization)."""
+
+    exit_code = 3
+
+
+class WorkflowNotFoundError(NotFoundError):
     def __init__(self, workflow_id: str, version: int | None = None) -> None:
         what = f"{workflow_id!r}" + (f" version {version}" if version is not None else "")
         super().__init__(
@@ -135,10 +151,26 @@ class WorkflowNotFoundError(WfdagError):
         self.version = version
 
 
-class ExecutionNotFoundError(WfdagError):
+class ExecutionNotFoundError(NotFoundError):
     def __init__(self, execution_id: str) -> None:
         super().__init__(f"execution {execution_id!r} not found")
         self.execution_id = execution_id
+
+
+class StageNotFoundError(WorkflowNotFoundError):
+    """The workflow exists, but has no stage of that id.  (A subclass of
+    :class:`WorkflowNotFoundError`, which earlier versions raised for it, so that existing
+    ``except`` clauses keep working; the message says what is missing.)"""
+
+    def __init__(self, workflow_id: str, stage_id: str) -> None:
+        NotFoundError.__init__(
+            self,
+            f"workflow {workflow_id!r} has no stage {stage_id!r}; `wfdag graph {workflow_id}` "
+            f"shows its stages"
+        )
+        self.workflow_id = workflow_id
+        self.version = None
+        self.stage_id = stage_id
 
 
 class ExecutionStateError(WfdagError):
@@ -153,10 +185,40 @@ class ExecutionStateError(WfdagError):
 
 
 class InvalidContextError(WfdagError):
-    """The execution context is not a JSON object."""
+    """The execution context is not a JSON object (or is too deep, or not JSON)."""
+
+    exit_code = 2
+
+
+class InvalidArgumentError(InvalidContextError):
+    """An argument that is not a context has a value it may not have (a user id, an
+    organization id, an idempotency key, a sequence number, an import's lines).  A subclass of
+    :class:`InvalidContextError`, which earlier versions raised for these too, so that
+    ``except InvalidContextError`` keeps catching them."""
+
+
+class WaitTimeoutError(WfdagError, TimeoutError):
+    """A wait for an execution's end ran out of time; it goes on (``status`` says where)."""
+
+    exit_code = 4
+
+    def __init__(self, execution_id: str, timeout: float, status: str) -> None:
+        super().__init__(
+            f"execution {execution_id} is still {status} after {timeout:g}s; wait again, or "
+            f"see `wfdag events {execution_id}` for where it is"
+        )
+        self.execution_id = execution_id
+        self.timeout = timeout
+        self.status = status
+
+
+class SecretKeyError(WfdagError):
+    """No usable key to seal or open secrets with."""
 
 
 class PayloadTooLargeError(WfdagError):
+    exit_code = 2
+
     def __init__(self, what: str, size: int, limit: int) -> None:
         super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes")
         self.what = what

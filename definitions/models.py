@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from definitions.limits import MAX_STAGES, MAX_TRANSITIONS
 from definitions.retry import RETRY_CONFIGS, RetryConfig
 
 __all__ = [
@@ -28,8 +29,6 @@ AGENT_TYPES: tuple[str, ...] = ("opportunity", "target", "realization", "expansi
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-MAX_STAGES = 500
-MAX_TRANSITIONS = 5000
 
 _Frozen = ConfigDict(frozen=True, extra="forbid")
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 from definitions.compensation import is_valid_handler
+from definitions.limits import MAX_NESTING, MAX_STAGES, MAX_TRANSITIONS
 from definitions.models import ValidationResult, WorkflowDAG
 
 __all__ = ["MAX_NESTING", "MAX_STAGES", "MAX_TRANSITIONS", "nested_deeper_than",
            "validate_workflow_dag"]
 
-#: Limits that keep an absurd definition or context from being stored (or from exhausting a
-#: recursive encoder): stages and transitions of one workflow; levels of nested objects/lists.
-MAX_STAGES = 1000
-MAX_TRANSITIONS = 10_000
-MAX_NESTING = 64
 
 
 def nested_deeper_than(value: object, limit: int = MAX_NESTING) -> bool:

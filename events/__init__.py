@@ -1,4 +1,6 @@
-"""The facts: event models, the pure fold and decision, and the PostgreSQL event store."""
+"""The write side: event models, the pure fold and decision, the PostgreSQL event store, the
+queue and lease commands (:mod:`events.leases`), breaker persistence
+(:mod:`events.breaker_state`), migrations and the database default."""
 
 from events.database import (
     connect_pool,
@@ -21,6 +23,9 @@ from events.decide import (
     rollback_order,
     upstream_outputs,
 )
+
+# The write side's queue and lease commands (after the store: they use it).
+from events.leases import execution_lock_key, lease_is_free
 from events.migrations import migrate
 from events.models import (
     TERMINAL_EVENT_TYPES,
@@ -46,14 +51,7 @@ from events.models import (
     event_to_row,
 )
 from events.state import ExecutionState, ExecutionStatus, StageState, StageStatus, apply, fold
-from events.store import (
-    NOTIFY_CHANNEL,
-    EventStore,
-    Projector,
-    execution_lock_key,
-    lease_is_free,
-    parse_execution_id,
-)
+from events.store import NOTIFY_CHANNEL, EventStore, Projector, parse_execution_id
 
 __all__ = [
     "NOTIFY_CHANNEL",

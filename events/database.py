@@ -9,6 +9,7 @@ processes and the Ray workers on this machine share it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -33,6 +34,7 @@ else:
 __all__ = [
     "DBConnection",
     "DBReader",
+    "DatabaseUnavailableError",
     "connect_pool",
     "database_reachable",
     "embedded_database_url",
@@ -115,9 +117,37 @@ def resolve_database_url(explicit: str | None = None) -> str:
     return embedded_database_url()
 
 
-def is_database_outage(exc: BaseException) -> bool:
+class DatabaseUnavailableError(ConnectionError):
+    """A connection to the database could not be opened (the server is down, restarting, or
+    unreachable).  Raised by the pools wfdag opens, instead of the bare ``OSError`` or
+    ``TimeoutError`` that connecting raised, so that an outage is told from a bug."""
+
+
+#: Socket errors that say the peer is gone or unreachable (not a bug of ours).
+_NETWORK_ERRNOS = frozenset({
+    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ENOTCONN, errno.EHOSTDOWN,
+})
+
+#: asyncpg's errors that say the connection or the server went away, or cannot be had now.
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # connection_exception class 08 (does not exist, failure…)
+    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, out of memory
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InternalClientError,  # the client's protocol state was torn down
+    DatabaseUnavailableError,
+)
+
+
+def is_database_outage(exc: BaseException, conn: Any = None) -> bool:
     """True when ``exc`` (or what caused it, a Ray task error's cause included) says the
-    database went away — a restart, a lost connection — rather than a bug or a bad request."""
+    database went away — a restart, a lost connection, no connection to be had — rather than a
+    bug or a bad request.  Decided from asyncpg's connection errors, socket errors with a
+    network errno, and, when given, ``conn``: a session that has ended is an outage whatever
+    was raised.  A missing file, a permission error or a bare ``TimeoutError`` is not."""
+    if conn is not None and not session_alive(conn):
+        return True
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
     while stack:
@@ -125,13 +155,13 @@ def is_database_outage(exc: BaseException) -> bool:
         if err is None or id(err) in seen:
             continue
         seen.add(id(err))
-        if isinstance(err, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
-                      | asyncpg.exceptions.OperatorInterventionError
-                      | asyncpg.exceptions.ConnectionDoesNotExistError
-                      | ConnectionError | TimeoutError):
+        if isinstance(err, _OUTAGE_ERRORS):
             return True
-        if isinstance(err, OSError) and err.errno is not None:
-            return True  # socket-level failures: refused, reset, unreachable
+        if isinstance(err, asyncpg.InterfaceError) and "connection is closed" in str(err):
+            return True
+        if isinstance(err, ConnectionError) or (
+                isinstance(err, OSError) and err.errno in _NETWORK_ERRNOS):
+            return True  # refused, reset, broken pipe, unreachable
         stack.extend([getattr(err, "cause", None), err.__cause__, err.__context__])
     return False
 
@@ -216,6 +246,15 @@ def session_alive(conn: DBConnection | None) -> bool:
         return False
 
 
+async def _connect(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg's connect, with a failure to reach the server said as such."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        raise DatabaseUnavailableError(
+            f"cannot reach the database: {type(exc).__name__}: {exc}") from exc
+
+
 async def connect_pool(
     url: str, *, min_size: int = 1, max_size: int = 5, timeout: float = 10.0
 ) -> asyncpg.Pool:
@@ -231,8 +270,10 @@ async def connect_pool(
             init=_init_connection,
             server_settings=settings,
             connection_class=LeanResetConnection,
+            connect=_connect,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
+        # (DatabaseUnavailableError is an OSError: a server that is not there is said so.)
         raise DatabaseConfigError(
             f"cannot connect to the database at {redact_url(url)}: {type(exc).__name__}: "
             f"{exc}. Check WFDAG_DATABASE_URL (unset it to use the embedded PostgreSQL)"

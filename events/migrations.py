@@ -175,7 +175,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         7,
         # A runner claims the oldest queued execution nobody runs in one round trip: the
         # execution's lease is a session advisory lock keyed by the first 8 bytes of its id
-        # (events.store.execution_lock_key), taken row by row in queue order.
+        # (events.leases.execution_lock_key), taken row by row in queue order.
         # A runner that died holding an execution is remembered on its row until it (restarted)
         # certifies its death: every such runner, not only the last one (several can die on
         # one execution before the first of them is back).

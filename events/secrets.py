@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from definitions import WfdagError
+from definitions import SecretKeyError
 from events.database import wfdag_home
 
 __all__ = [
@@ -46,10 +46,6 @@ SECRET_KEY_PATTERN = re.compile(
 )
 SEALED = "$wfdag_secret"
 MASK = "***"
-
-
-class SecretKeyError(WfdagError):
-    """No usable key to seal or open secrets with."""
 
 
 def is_secret_key(key: object) -> bool:

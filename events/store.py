@@ -35,8 +35,6 @@ __all__ = [
     "Prepared",
     "Projector",
     "StatementProjector",
-    "execution_lock_key",
-    "lease_is_free",
     "parse_execution_id",
 ]
 
@@ -90,20 +88,6 @@ def parse_execution_id(execution_id: str) -> str:
         return str(uuid.UUID(str(execution_id)))
     except (ValueError, TypeError, AttributeError):
         raise ExecutionNotFoundError(str(execution_id)[:100]) from None
-
-
-def execution_lock_key(execution_id: str) -> int:
-    """The advisory-lock key of an execution's lease (held by the actor that runs it)."""
-    return int.from_bytes(uuid.UUID(execution_id).bytes[:8], "big", signed=True)
-
-
-async def lease_is_free(conn: DBConnection, execution_id: str) -> bool:
-    """True when no live process holds the execution's lease (checked by taking it briefly)."""
-    key = execution_lock_key(parse_execution_id(execution_id))
-    taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-    if taken:
-        await conn.execute("SELECT pg_advisory_unlock($1)", key)
-    return taken
 
 
 #: How long a store keeps listening after its last waiter left.
@@ -218,6 +202,15 @@ class EventStore:
         self._single_statement = bool(self._projectors) and all(
             hasattr(p, "prepare") for p in self._projectors)
         self._notifier = _Notifier(pool)
+
+    def prime(self, events: Sequence[Event]) -> None:
+        """Tell the projectors that a writer has just read this whole log (a runner adopting
+        the execution): a projector that keeps rows may keep this one, so that the next
+        append need not read it back."""
+        for projector in self._projectors:
+            prime = getattr(projector, "prime", None)
+            if prime is not None:
+                prime(events)
 
     def last_notified_type(self, execution_id: str) -> str | None:
         """The type of the last event notified for a subscribed execution (or ``None``)."""
@@ -378,12 +371,15 @@ class EventStore:
         self._definitions[(workflow_id, version)] = dag
         return dag
 
-    async def list_definitions(self) -> list[WorkflowDAG]:
+    async def list_definitions(self, *, include_inactive: bool = False) -> list[WorkflowDAG]:
+        """The latest active version of each workflow (every version, with
+        ``include_inactive``), by id."""
+        sql = ("SELECT dag_schema FROM workflow_definitions ORDER BY name, version"
+               if include_inactive else
+               "SELECT DISTINCT ON (name) dag_schema FROM workflow_definitions "
+               "WHERE is_active ORDER BY name, version DESC")
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT DISTINCT ON (name) dag_schema FROM workflow_definitions "
-                "WHERE is_active ORDER BY name, version DESC"
-            )
+            rows = await conn.fetch(sql)
         return [WorkflowDAG.model_validate(r["dag_schema"]) for r in rows]
 
 

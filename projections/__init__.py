@@ -2,6 +2,7 @@
 
 from projections.executions import (
     TERMINAL_STATUSES,
+    ExecutionsProjector,
     WorkflowStatus,
     execution_row,
     fetch_status,
@@ -15,6 +16,7 @@ __all__ = [
     "PROJECTIONS",
     "TERMINAL_STATUSES",
     "ExecutionSnapshot",
+    "ExecutionsProjector",
     "MetricsProjection",
     "Projection",
     "ProjectionRunner",

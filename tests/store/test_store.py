@@ -80,7 +80,6 @@ async def test_a_row_remembered_from_the_log_is_the_row_read_back(store: EventSt
     """A runner that adopts an execution remembers its row from the log it read instead of
     reading the row back: the next append writes the same row either way."""
     from events import StageAttempt, StageCompleted
-    from projections.executions import _recent
 
     def log_of(eid: str) -> list[Event]:
         return [_initiated(eid), _started(eid, 2),
@@ -93,9 +92,9 @@ async def test_a_row_remembered_from_the_log_is_the_row_read_back(store: EventSt
     for remember in (True, False):
         eid = str(uuid.uuid4())
         await store.append(log_of(eid)[:2], expected_version=0)
-        _recent.clear()  # another process wrote it
+        project_executions.forget()  # another process wrote it
         if remember:
-            project_executions.remember_log(await store.read(eid))
+            store.prime(await store.read(eid))
         await store.append(log_of(eid)[2:], expected_version=2)
         status = await fetch_status(store.pool, eid)
         rows.append(status.model_dump(exclude={"execution_id"}))

@@ -1,7 +1,8 @@
-"""The body of one stage attempt, run as a Ray task on any worker.
+"""The body of one stage attempt: a Ray task on any worker, or a runner's local thread.
 
 Everything the agent raises is caught and classified here, where the exception object exists;
-the result is a plain dict, so a worker never ships an agent's exception class to the actor.
+the result is an :class:`AttemptResult` of plain data, so a worker never ships an agent's
+exception class to the runner.  Pure of Ray: a test calls :func:`run_stage_attempt` directly.
 """
 
 from __future__ import annotations
@@ -15,35 +16,38 @@ from typing import Any
 
 from actors.agents import REFERENCE_AGENTS, StageContext, resolve_callable
 from actors.agents.artifacts import BUILTIN_HANDLERS, DATABASE_URL
+from actors.runner.protocol import AttemptResult, AttemptSpec
 from actors.runtime import check_payload_size
 from definitions import AgentOutputError, PayloadTooLargeError, classify_error
 
 __all__ = ["run_stage_attempt"]
 
 
-def _target(spec: dict[str, Any]) -> Any:
-    handler = spec.get("handler")
-    if handler:  # a compensation
-        return BUILTIN_HANDLERS.get(handler) or resolve_callable(handler)
-    agent_type = spec.get("agent_type")
-    return REFERENCE_AGENTS[agent_type] if agent_type else resolve_callable(spec["agent"])
+def _target(spec: AttemptSpec) -> Any:
+    if spec.handler:  # a compensation
+        return BUILTIN_HANDLERS.get(spec.handler) or resolve_callable(spec.handler)
+    if spec.agent_type:
+        return REFERENCE_AGENTS[spec.agent_type]
+    if not spec.agent:
+        raise AgentOutputError(f"stage {spec.stage_id!r} names no agent")
+    return resolve_callable(spec.agent)
 
 
-def _call_agent(spec: dict[str, Any]) -> Any:
+def _call_agent(spec: AttemptSpec) -> Any:
     agent = _target(spec)
     ctx = StageContext(
-        execution_id=spec["execution_id"],
-        workflow_id=spec["workflow_id"],
-        stage_id=spec["stage_id"],
-        attempt=spec["attempt"],
-        context=spec["context"],
-        inputs=spec["inputs"],
-        idempotency_key=spec["idempotency_key"],
-        stage_name=spec.get("stage_name", ""),
-        capabilities=tuple(spec.get("capabilities", ())),
-        output=spec.get("output"),
+        execution_id=spec.execution_id,
+        workflow_id=spec.workflow_id,
+        stage_id=spec.stage_id,
+        attempt=spec.attempt,
+        context=spec.context,
+        inputs=spec.inputs,
+        idempotency_key=spec.idempotency_key,
+        stage_name=spec.stage_name,
+        capabilities=spec.capabilities,
+        output=spec.output,
     )
-    token = DATABASE_URL.set(spec.get("database_url"))
+    token = DATABASE_URL.set(spec.database_url)
     try:
         result = agent(ctx)
     finally:
@@ -77,17 +81,19 @@ def _check_output(stage_id: str, result: Any) -> dict[str, Any]:
     return json.loads(encoded)  # type: ignore[no-any-return]
 
 
-def run_stage_attempt(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the agent once; ``{"ok": True, "output": …}`` or ``{"ok": False, "error": …}``."""
+def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
+    """Run the agent once: its output, or its error classified."""
     started = time.monotonic()
+
+    def elapsed() -> int:
+        return int((time.monotonic() - started) * 1000)
+
     try:
         result = _call_agent(spec)
-        if result is None and spec.get("handler"):
+        if result is None and spec.handler:
             result = {}  # a compensation handler may return nothing
-        output = _check_output(spec["stage_id"], result)
-        outcome: dict[str, Any] = {"ok": True, "output": output}
+        output = _check_output(spec.stage_id, result)
     except Exception as exc:
-        outcome = {"ok": False, "error": classify_error(exc).to_json()}
-    outcome["duration_ms"] = int((time.monotonic() - started) * 1000)
-    outcome["pid"] = os.getpid()
-    return outcome
+        return AttemptResult(ok=False, duration_ms=elapsed(),
+                             error=classify_error(exc).to_json(), pid=os.getpid())
+    return AttemptResult(ok=True, duration_ms=elapsed(), output=output, pid=os.getpid())

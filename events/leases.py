@@ -1,32 +1,66 @@
-"""The execution queue: the executions that need a runner (every one not yet ended).
+"""The write side's commands of the execution queue and the leases of its executions.
 
-A read model like the others, kept in each append's transaction: ``workflow_initiated`` and
+``execution_queue`` holds the executions that need a runner (every one not yet ended).  It is
+kept in each append's statement (:data:`project_queue`): ``workflow_initiated`` and
 ``rollback_requested`` put an execution in the queue (and notify channel ``wfdag_queue``), a
-terminal event takes it out.  Runners claim from it by taking the execution's lease.
+terminal event takes it out.  A runner claims from it by taking the execution's **lease** — an
+advisory lock on the runner's own connection, held until it releases it or its process (or its
+session) dies.  The queue row remembers who claimed it, how often its runners died on it
+(``recoveries``) and the last crash, which is what the recovery sweep and dead-lettering read.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
 
-from events import TERMINAL_EVENT_TYPES, Event, execution_lock_key
 from events.database import DBConnection
-from events.store import Prepared
+from events.decide import dead_letter_events
+from events.models import TERMINAL_EVENT_TYPES, Event
+from events.state import fold
+from events.store import EventStore, Prepared, parse_execution_id
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "QUEUE_CHANNEL",
     "Claim",
+    "DeadLettered",
+    "SweepReport",
     "certify_restart",
     "claim_next",
+    "dead_letter",
     "enqueue",
+    "execution_lock_key",
     "hand_back",
+    "lease_holder",
+    "lease_is_free",
     "project_queue",
     "record_crash",
+    "recovery_sweep",
     "release",
     "runner_of",
 ]
+
+#: Statuses of an execution that has not ended (the sweep looks at these).
+ACTIVE_STATUSES = ("initiated", "in_progress", "compensating")
+
+
+def execution_lock_key(execution_id: str) -> int:
+    """The advisory-lock key of an execution's lease (held by the runner that drives it;
+    ``wfdag_lock_key`` in SQL computes the same, a test holds them equal)."""
+    return int.from_bytes(uuid.UUID(execution_id).bytes[:8], "big", signed=True)
+
+
+async def lease_is_free(conn: DBConnection, execution_id: str) -> bool:
+    """True when no live process holds the execution's lease (checked by taking it briefly)."""
+    key = execution_lock_key(parse_execution_id(execution_id))
+    taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    if taken:
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    return taken
 
 QUEUE_CHANNEL = "wfdag_queue"
 
@@ -130,9 +164,81 @@ async def record_crash(conn: DBConnection, execution_id: str, error: str) -> Non
 
 
 
-
-async def runner_of(conn: Any, execution_id: str) -> str | None:
+async def runner_of(conn: DBConnection, execution_id: str) -> str | None:
     """The runner that last claimed a queued execution (``None`` when it has ended)."""
     value = await conn.fetchval(
         "SELECT runner FROM execution_queue WHERE execution_id = $1::uuid", execution_id)
     return str(value) if value is not None else None
+
+
+async def lease_holder(conn: DBConnection, execution_id: str) -> str | None:
+    """The runner that drives the execution now: recorded on its queue row and holding its
+    lease (``None`` when it ended, waits in the queue, or its runner died)."""
+    name = await runner_of(conn, execution_id)
+    if name is None or await lease_is_free(conn, execution_id):
+        return None
+    return name
+
+
+class DeadLettered(NamedTuple):
+    """An execution failed by :func:`dead_letter`: its workflow, the events appended."""
+
+    workflow_id: str
+    events: list[Event]
+    reason: str
+
+
+async def dead_letter(store: EventStore, claim: Claim,
+                      conn: DBConnection | None = None) -> DeadLettered | None:
+    """Fail an execution that keeps killing its runners: its ``workflow_failed`` says
+    ``dead_lettered`` and why.  ``None`` when it had ended already."""
+    state = fold(await store.read(claim.execution_id, conn=conn))
+    if state.terminal:
+        return None
+    reason = claim.last_error or "the runner process died while driving it"
+    events = dead_letter_events(state, datetime.now(UTC), recoveries=claim.recoveries,
+                                reason=reason)
+    await store.append(events, expected_version=state.version, conn=conn)
+    return DeadLettered(state.workflow_id, events, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What one recovery sweep did: requeued (``resumed``) and dead-lettered executions, with
+    the events of each dead-lettering (for the caller's metrics)."""
+
+    resumed: list[str] = field(default_factory=list)
+    dead_lettered: dict[str, DeadLettered] = field(default_factory=dict)
+
+
+async def recovery_sweep(store: EventStore, *, max_recoveries: int) -> SweepReport:
+    """Every execution that has not ended and whose lease nobody holds (its runner is gone):
+    dead-letter it when it was adopted more than ``max_recoveries`` times, else make sure it is
+    queued, so that the pool adopts it.  Each is looked at while this call holds its lease, so
+    no runner adopts it meanwhile.  Safe from two callers at once."""
+    report = SweepReport()
+    async with store.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT e.id, e.started_at, q.recoveries, q.runner, q.last_error "
+            "FROM workflow_executions e "
+            "LEFT JOIN execution_queue q ON q.execution_id = e.id "
+            "WHERE e.status = ANY($1::text[]) ORDER BY e.started_at", list(ACTIVE_STATUSES))
+        for row in rows:
+            eid = str(row["id"])
+            key = execution_lock_key(eid)
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                continue  # a live runner drives it
+            try:
+                # Its lease is free: a runner still recorded died holding it.
+                recoveries = (row["recoveries"] or 0) + (row["runner"] is not None)
+                if recoveries > max_recoveries:
+                    done = await dead_letter(store, Claim(eid, recoveries, row["last_error"]))
+                    if done is not None:
+                        report.dead_lettered[eid] = done
+                    continue
+                # Make sure it is queued (an execution from before the queue existed).
+                await enqueue(conn, eid, row["started_at"])
+                report.resumed.append(eid)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    return report

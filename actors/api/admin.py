@@ -1,0 +1,216 @@
+"""Administration: set-up and recovery, definitions, breakers, read models, import."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ray
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from actors.api.common import ready_store
+from actors.breakers import BreakerStatus
+from actors.logs import get_logger
+from actors.metrics import record_events
+from actors.projector import ensure_projector
+from actors.runner import ensure_pool
+from actors.runtime import (
+    NAMESPACE,
+    check_payload_size,
+    ensure_ray,
+    get_database_url,
+    run_sync,
+    settings,
+)
+from definitions import (
+    CANONICAL_WORKFLOWS,
+    MAX_NESTING,
+    ConcurrencyError,
+    ExecutionStateError,
+    InvalidArgumentError,
+    InvalidWorkflowError,
+    StageNotFoundError,
+    WorkflowDAG,
+    nested_deeper_than,
+    validate_workflow_dag,
+)
+from events import Event, fold, parse_execution_id
+from events.breaker_state import breaker_key, load_breaker, load_breakers, reset_breaker
+from events.leases import lease_holder, recovery_sweep
+from projections import rebuild_projections as _rebuild
+
+__all__ = [
+    "execution_actor",
+    "get_workflow_circuit_breaker_status",
+    "import_execution",
+    "initialize_workflow_system",
+    "list_circuit_breakers",
+    "rebuild_projections",
+    "register_workflow",
+    "reset_workflow_circuit_breaker",
+]
+
+
+async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
+    """Apply migrations, register the canonical workflows, start (or complete) this cluster's
+    pool of execution actors and its projection actor, and run the recovery sweep.
+
+    The sweep looks at every execution that has not ended and that no live runner drives (no
+    process anywhere holds its lease — the advisory lock its runner holds): one that was
+    adopted more than ``WFDAG_MAX_RECOVERIES`` times already (its runners kept dying on it) is
+    dead-lettered — failed, with the reason; every other one is (re)queued, and the pool adopts
+    it.  Idempotent; safe from two drivers at once.
+
+    Returns ``{"workflows": [...ids], "resumed": [...ids], "dead_lettered": [...ids],
+    "pool": size}``.
+    """
+    log = get_logger()
+    store = await ready_store(refresh=True)
+    ensure_ray()
+    url = get_database_url()
+    handles = await ensure_pool(url, refresh=True)
+    await ensure_projector(url).ready.remote()
+    resumed: list[str] = []
+    dead: list[str] = []
+    if resume:
+        report = await recovery_sweep(store, max_recoveries=settings().max_recoveries)
+        for eid in report.resumed:
+            log.info("execution.resumed", execution_id=eid)
+        for eid, done in report.dead_lettered.items():
+            record_events(done.workflow_id, done.events)
+            log.error("execution.dead_lettered", execution_id=eid, reason=done.reason[:500],
+                      next_step=f"fix the cause, then `wfdag retry {eid}`")
+        resumed, dead = report.resumed, list(report.dead_lettered)
+    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed,
+            "dead_lettered": dead, "pool": len(handles)}
+
+
+async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:
+    """Validate and store a definition.  Invalid → :class:`InvalidWorkflowError` listing every
+    problem, nothing stored; the same id and version with other content → refused."""
+    if isinstance(dag, WorkflowDAG):
+        model = dag
+    else:
+        raw = dict(dag)
+        label = str(raw.get("id", "?"))[:200]
+        if nested_deeper_than(raw):
+            raise InvalidWorkflowError(label, [f"the definition is nested more than "
+                                               f"{MAX_NESTING} levels deep"])
+        check_payload_size(f"workflow definition {label!r}", json.dumps(raw, default=str))
+        try:
+            model = WorkflowDAG.model_validate(raw)
+        except PydanticValidationError as exc:
+            raise InvalidWorkflowError(label, [
+                f"{'.'.join(str(p) for p in err['loc']) or 'definition'}: {err['msg']}"
+                for err in exc.errors()[:20]]) from None
+    result = validate_workflow_dag(model)
+    if not result.valid:
+        raise InvalidWorkflowError(model.id, result.errors)
+    store = await ready_store()
+    await store.register_definition(model)
+    return model
+
+
+async def _stage_of(workflow_id: str, stage_id: str) -> Any:
+    dag = await (await ready_store()).get_definition(workflow_id)
+    if not dag.has_stage(stage_id):
+        raise StageNotFoundError(workflow_id, stage_id)
+    return dag.stage(stage_id)
+
+
+async def get_workflow_circuit_breaker_status(workflow_id: str, stage_id: str) -> BreakerStatus:
+    """The breaker of ``workflow_id:stage_id`` as last persisted by the registry: ``state``
+    (``closed | open | half_open``), ``failure_count``, ``opened_at``, ``next_attempt_at``."""
+    stage = await _stage_of(workflow_id, stage_id)
+    store = await ready_store()
+    record = await load_breaker(store.pool, breaker_key(workflow_id, stage_id))
+    if record is None:
+        config = stage.breaker
+        return BreakerStatus(workflow_id=workflow_id, stage_id=stage_id, state="closed",
+                             failure_count=0, opened_at=None, next_attempt_at=None,
+                             failure_threshold=config.failure_threshold,
+                             cooldown_seconds=config.cooldown_seconds)
+    return BreakerStatus.from_record(record)
+
+
+async def list_circuit_breakers() -> list[BreakerStatus]:
+    """Every breaker that has recorded anything, as last persisted."""
+    store = await ready_store()
+    return [BreakerStatus.from_record(r) for r in await load_breakers(store.pool)]
+
+
+async def reset_workflow_circuit_breaker(workflow_id: str, stage_id: str) -> BreakerStatus:
+    """Close the breaker and zero its failure count.  Written to the breaker's row, like every
+    change (no actor needed): every registry and runner on the database hears of it."""
+    stage = await _stage_of(workflow_id, stage_id)
+    store = await ready_store()
+    async with store.pool.acquire() as conn:
+        record = await reset_breaker(
+            conn, workflow_id, stage_id, failure_threshold=stage.breaker.failure_threshold,
+            cooldown_seconds=stage.breaker.cooldown_seconds)
+    get_logger().info("breaker.reset", key=record.key)
+    return BreakerStatus.from_record(record)
+
+
+async def rebuild_projections() -> dict[str, int]:
+    """Drop the read models and rebuild them from the log; returns when done
+    (``{"events": n, "executions": m}``).  Appends wait while it runs."""
+    store = await ready_store()
+    return await _rebuild(store.pool)
+
+
+async def import_execution(lines: Iterable[str]) -> str:
+    """Import one execution's log exported with ``wfdag events ID --json`` (JSON lines) into
+    this database, all or nothing; returns its id.  Replay then gives the same state."""
+    adapter: TypeAdapter[Event] = TypeAdapter(Event)
+    events: list[Event] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(adapter.validate_json(line))
+        except PydanticValidationError as exc:
+            raise InvalidArgumentError(f"line {number} is not a wfdag event: {exc}") from None
+    if not events:
+        raise InvalidArgumentError("no events to import")
+    ids = {e.execution_id for e in events}
+    if len(ids) != 1:
+        raise InvalidArgumentError(f"the events belong to {len(ids)} executions; import one")
+    if [e.seq for e in events] != list(range(1, len(events) + 1)):
+        raise InvalidArgumentError("the events must be one whole log: seq 1, 2, 3, … in order")
+    fold(events)  # the log must replay
+    store = await ready_store()
+    try:
+        await store.append(events, expected_version=0)
+    except ConcurrencyError:
+        raise ExecutionStateError(events[0].execution_id, "present", "an import",
+                                  "absent from this database") from None
+    return events[0].execution_id
+
+
+async def _runner_of(execution_id: str) -> str | None:
+    store = await ready_store()
+    async with store.pool.acquire() as conn:
+        return await lease_holder(conn, execution_id)
+
+
+def execution_actor(execution_id: str) -> Any:
+    """The handle of the pooled Ray actor now running the execution (while it drives it, the
+    actor runs a task named ``wfdag-exec-<id>``), or ``None`` when no live actor runs it
+    (ended, or waiting in the queue).
+
+    Synchronous, and safe to call from code already running inside an event loop.
+    """
+    eid = parse_execution_id(execution_id)
+    ensure_ray()
+    name = run_sync(_runner_of(eid))
+    if name is None:
+        return None
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+

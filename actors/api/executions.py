@@ -1,0 +1,147 @@
+"""Starting, rolling back and retrying executions: the calls that need runners."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from actors.api.common import (
+    check_context,
+    check_idempotency_key,
+    check_org,
+    check_user,
+    ready_store,
+)
+from actors.logs import get_logger
+from actors.runner import ensure_pool
+from actors.runtime import check_payload_size, ensure_ray, get_database_url
+from definitions import ConcurrencyError, ExecutionStateError, InvalidContextError
+from events import EventStore, RollbackRequested, WorkflowInitiated
+from events.secrets import seal_secrets
+from projections import WorkflowStatus, fetch_status
+
+__all__ = ["execute_workflow_dag", "retry_failed_workflow", "rollback_workflow"]
+
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5f0c6a2e-9d1b-4f53-8f0e-6b3c2a7d9e41")
+
+
+async def _start(
+    store: EventStore, dag: dict[str, Any], context: dict[str, Any], user_id: str,
+    *, retry_of: str | None = None, idempotency_key: str | None = None,
+) -> str:
+    if idempotency_key is None:
+        execution_id = str(uuid.uuid4())
+    else:
+        # The same key for the same workflow always names the same execution: concurrent
+        # starts race on UNIQUE(execution_id, seq), one writes, all return its id.
+        execution_id = str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{dag['id']}\n{idempotency_key}"))
+    log = get_logger(execution_id=execution_id)
+    try:
+        await store.append(
+            [
+                WorkflowInitiated(
+                    execution_id=execution_id, seq=1, at=datetime.now(UTC),
+                    workflow_id=dag["id"], workflow_version=dag["version"], dag=dag,
+                    context=context, user_id=user_id, retry_of=retry_of,
+                    idempotency_key=idempotency_key,
+                )
+            ],
+            expected_version=0,
+        )
+    except ConcurrencyError:
+        if idempotency_key is None:
+            raise
+        log.info("execution.start_deduplicated")
+        return execution_id
+    log.info("execution.initiated", workflow_id=dag["id"], version=dag["version"],
+             retry_of=retry_of)
+    ensure_ray()
+    await ensure_pool(get_database_url())
+    return execution_id
+
+
+async def execute_workflow_dag(
+    workflow_id: str,
+    context: Mapping[str, Any],
+    user_id: str,
+    *,
+    version: int | None = None,
+    idempotency_key: str | None = None,
+    organization_id: str | None = None,
+) -> str:
+    """Start an execution; returns its id once ``workflow_initiated`` is durable and the pool
+    of execution actors runs.  Unknown workflow or a context that is not a JSON object → an
+    error, nothing written.  With ``idempotency_key``, every call with the same key for the
+    same workflow (concurrent ones too) starts at most one execution and returns its id.
+    The execution belongs to the context's ``organizationId``; with ``organization_id`` the
+    context's must be the same (or absent: it is set)."""
+    check_user(user_id)
+    ctx = check_context(context)
+    ctx = seal_secrets(ctx)  # nothing under a secret-like key is stored in plain text
+    check_payload_size("context (secrets sealed)", json.dumps(ctx))
+    if organization_id is not None:
+        check_org(organization_id)
+        given = ctx.get("organizationId")
+        if given is None:
+            ctx["organizationId"] = organization_id
+        elif given != organization_id:
+            raise InvalidContextError(
+                f"the context's organizationId {str(given)[:100]!r} is not the caller's "
+                f"organization {organization_id!r}")
+    check_idempotency_key(idempotency_key)
+    store = await ready_store()
+    dag = await store.get_definition(workflow_id, version)
+    return await _start(store, dag.model_dump(mode="json"), ctx, user_id,
+                        idempotency_key=idempotency_key)
+
+
+async def rollback_workflow(
+    execution_id: str, user_id: str, *, organization_id: str | None = None
+) -> WorkflowStatus:
+    """Undo a completed or failed execution: its completed stages are compensated in reverse
+    order of completion.  Returns once the request is durable (status ``compensating``);
+    ``wait_for_workflow`` waits for the end (``rolled_back``, or ``failed`` when a handler
+    failed).  An execution already rolled back (or being rolled back) is left as it is."""
+    check_user(user_id)
+    store = await ready_store()
+    for _ in range(5):
+        status = await fetch_status(store.pool, execution_id, organization_id)
+        if status.status in ("rolled_back", "compensating"):
+            return status
+        if status.status not in ("completed", "failed"):
+            raise ExecutionStateError(status.execution_id, status.status, "a rollback",
+                                      "completed or failed")
+        try:
+            await store.append(
+                [RollbackRequested(execution_id=status.execution_id, seq=status.last_seq + 1,
+                                   at=datetime.now(UTC), user_id=user_id)],
+                expected_version=status.last_seq,
+            )
+        except ConcurrencyError:
+            continue  # another request (or the actor) got there first: look again
+        get_logger(execution_id=status.execution_id).info(
+            "execution.rollback_requested", user_id=user_id)
+        ensure_ray()
+        await ensure_pool(get_database_url())
+        return await fetch_status(store.pool, status.execution_id)
+    raise ExecutionStateError(execution_id, "busy", "a rollback", "settled")
+
+
+async def retry_failed_workflow(
+    execution_id: str, user_id: str, *, organization_id: str | None = None
+) -> str:
+    """Start a new execution of a ``failed`` or ``rolled_back`` one: the same definition
+    version and context, linked to it by ``retry_of`` in its first event.  The old execution
+    keeps its status.  Returns the new execution id."""
+    check_user(user_id)
+    store = await ready_store()
+    status = await fetch_status(store.pool, execution_id, organization_id)
+    if status.status not in ("failed", "rolled_back"):
+        raise ExecutionStateError(status.execution_id, status.status, "a retry",
+                                  "failed or rolled_back")
+    first = (await store.read(status.execution_id, until_seq=1))[0]
+    assert isinstance(first, WorkflowInitiated)
+    return await _start(store, first.dag, first.context, user_id, retry_of=first.execution_id)

@@ -1,0 +1,216 @@
+"""Reading executions and definitions: status, the log, waiting, replay, metrics.
+
+None of these needs Ray: they read PostgreSQL (the read models and the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from actors.api.common import check_owner, ready_store
+from actors.logs import get_logger
+from definitions import (
+    InvalidArgumentError,
+    WaitTimeoutError,
+    WorkflowDAG,
+    canonical_workflows,
+)
+from events import (
+    TERMINAL_EVENT_TYPES,
+    Event,
+    ExecutionState,
+    fold,
+    is_database_outage,
+    parse_execution_id,
+)
+from projections import (
+    ExecutionSnapshot,
+    ProjectionRunner,
+    WorkflowStatus,
+    fetch_status,
+    snapshot,
+    workflow_metrics,
+)
+
+__all__ = [
+    "get_available_workflows",
+    "get_execution_events",
+    "get_workflow",
+    "get_workflow_metrics",
+    "get_workflow_status",
+    "list_workflows",
+    "replay_execution",
+    "replay_history",
+    "wait_for_workflow",
+    "watch_execution",
+]
+
+T = TypeVar("T")
+
+
+async def get_workflow_status(
+    execution_id: str, *, organization_id: str | None = None
+) -> WorkflowStatus:
+    """The execution's read model; an unknown id raises ``ExecutionNotFoundError``, and so does
+    another organization's execution when ``organization_id`` is given (every call that takes
+    ``organization_id`` behaves so)."""
+    store = await ready_store()
+    return await fetch_status(store.pool, execution_id, organization_id)
+
+
+async def get_execution_events(
+    execution_id: str, *, organization_id: str | None = None
+) -> list[Event]:
+    """The execution's event log, in order; an unknown id raises ``ExecutionNotFoundError``."""
+    store = await ready_store()
+    await check_owner(store, execution_id, organization_id)
+    return await store.read_existing(execution_id)
+
+
+async def watch_execution(
+    execution_id: str, *, after_seq: int = 0, timeout: float | None = None,
+    organization_id: str | None = None,
+) -> AsyncIterator[Event]:
+    """Yield the execution's events as they are appended (LISTEN/NOTIFY, no polling loop),
+    starting after ``after_seq``, until its next terminal event."""
+    eid = parse_execution_id(execution_id)
+    store = await ready_store()
+    await check_owner(store, eid, organization_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = after_seq
+    async with store.subscribe(eid) as woken:
+        while True:
+            woken.clear()
+            await _through_outages(store.relisten, deadline)
+            events = await _through_outages(functools.partial(store.read, eid, after_seq=last),
+                                            deadline)
+            if last == 0 and not events:
+                await fetch_status(store.pool, eid)  # raises not-found
+            for event in events:
+                last = event.seq
+                yield event
+                if event.type in TERMINAL_EVENT_TYPES:
+                    return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                status = await _through_outages(lambda: fetch_status(store.pool, eid), None)
+                raise WaitTimeoutError(eid, timeout or 0, status.status)
+            # A safety re-check every 10 s, should a notification ever be lost.
+            wait_for = 10.0 if remaining is None else min(remaining, 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), wait_for)
+
+
+async def _through_outages(make: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+    """``await make()``, again and again while the database is unreachable (a restart),
+    with backoff, until ``deadline``."""
+    delay = 0.2
+    while True:
+        try:
+            return await make()
+        except Exception as exc:
+            if not is_database_outage(exc) or (
+                    deadline is not None and time.monotonic() + delay > deadline):
+                raise
+            get_logger().warning("database.unavailable", error=type(exc).__name__,
+                                 retry_in_s=delay, next_step="waiting for it to come back")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def wait_for_workflow(
+    execution_id: str, timeout: float | None = None, *, organization_id: str | None = None
+) -> WorkflowStatus:
+    """The status once terminal; :class:`WaitTimeoutError` after ``timeout`` seconds.
+
+    Waits on notifications (no polling) and reads the status only when one says the
+    execution may have ended.  A database restart while it waits is ridden out (reconnect
+    with backoff, then a fresh read)."""
+    store = await ready_store()
+    eid = parse_execution_id(execution_id)
+    await check_owner(store, eid, organization_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    async with store.subscribe(eid) as woken:
+        check = True
+        while True:
+            woken.clear()
+            if await _through_outages(store.relisten, deadline):
+                check = True  # notifications were lost with the old connection
+            if check:
+                status = await _through_outages(lambda: fetch_status(store.pool, eid), deadline)
+                if status.terminal:
+                    return status
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                status = await fetch_status(store.pool, eid)
+                raise WaitTimeoutError(eid, timeout or 0, status.status)
+            wait_for = 10.0 if remaining is None else min(remaining, 10.0)
+            try:
+                await asyncio.wait_for(woken.wait(), wait_for)
+                last = store.last_notified_type(eid)
+                check = last is None or last in TERMINAL_EVENT_TYPES
+            except TimeoutError:
+                check = True  # a safety re-check, should a notification ever be lost
+
+
+async def get_workflow_metrics(workflow_id: str) -> dict[str, Any]:
+    """The seed's key metrics of one workflow, as a JSON-able dict: ``total, completed,
+    failed, rolled_back, success_rate`` (0..1), ``avg_duration_ms, p95_duration_ms,
+    compensations, breaker_opens`` and ``stages: {stage_id: {runs, avg_duration_ms,
+    p95_duration_ms, retries, failures}}`` (definitions in ``projections.metrics``).
+    The projection is caught up with the log first."""
+    store = await ready_store()
+    await store.get_definition(workflow_id)  # unknown → WorkflowNotFoundError
+    await ProjectionRunner(store.pool).catch_up()
+    return await workflow_metrics(store.pool, workflow_id)
+
+
+async def replay_execution(
+    execution_id: str, until_seq: int | None = None, *, organization_id: str | None = None
+) -> ExecutionSnapshot:
+    """The execution's state folded from its log up to event ``until_seq`` (all by default)."""
+    if until_seq is not None and until_seq < 1:
+        raise InvalidArgumentError(f"until_seq must be 1 or more, got {until_seq}")
+    store = await ready_store()
+    await check_owner(store, execution_id, organization_id)
+    events = await store.read_existing(execution_id, until_seq=until_seq)
+    return snapshot(fold(events))
+
+
+async def replay_history(
+    execution_id: str, *, organization_id: str | None = None
+) -> list[tuple[Event, ExecutionSnapshot]]:
+    """Every event of the execution with the state right after it."""
+    store = await ready_store()
+    await check_owner(store, execution_id, organization_id)
+    events = await store.read_existing(execution_id)
+    state: ExecutionState | None = None
+    history: list[tuple[Event, ExecutionSnapshot]] = []
+    for event in events:
+        state = fold([event], state)
+        history.append((event, snapshot(state)))
+    return history
+
+
+def get_available_workflows() -> list[WorkflowDAG]:
+    """The seven canonical workflow definitions (synchronous, as in the seed)."""
+    return canonical_workflows()
+
+
+async def list_workflows(*, include_inactive: bool = False) -> list[WorkflowDAG]:
+    """Every registered definition: the latest active version of each workflow, or with
+    ``include_inactive`` every version, by id then version."""
+    store = await ready_store()
+    return await store.list_definitions(include_inactive=include_inactive)
+
+
+async def get_workflow(workflow_id: str, version: int | None = None) -> WorkflowDAG:
+    """A registered definition (the latest active version unless one is named); an unknown
+    one raises ``WorkflowNotFoundError``."""
+    store = await ready_store()
+    return await store.get_definition(workflow_id, version)

@@ -1,0 +1,82 @@
+"""The blocking ``*_sync`` twins of the async API, for plain scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from actors.api.admin import (
+    get_workflow_circuit_breaker_status,
+    import_execution,
+    initialize_workflow_system,
+    list_circuit_breakers,
+    rebuild_projections,
+    register_workflow,
+    reset_workflow_circuit_breaker,
+)
+from actors.api.executions import (
+    execute_workflow_dag,
+    retry_failed_workflow,
+    rollback_workflow,
+)
+from actors.api.queries import (
+    get_execution_events,
+    get_workflow,
+    get_workflow_metrics,
+    get_workflow_status,
+    list_workflows,
+    replay_execution,
+    wait_for_workflow,
+)
+from actors.runtime import run_sync
+
+__all__ = [
+    "execute_workflow_dag_sync",
+    "get_execution_events_sync",
+    "get_workflow_circuit_breaker_status_sync",
+    "get_workflow_metrics_sync",
+    "get_workflow_status_sync",
+    "get_workflow_sync",
+    "import_execution_sync",
+    "initialize_workflow_system_sync",
+    "list_circuit_breakers_sync",
+    "list_workflows_sync",
+    "rebuild_projections_sync",
+    "register_workflow_sync",
+    "replay_execution_sync",
+    "reset_workflow_circuit_breaker_sync",
+    "retry_failed_workflow_sync",
+    "rollback_workflow_sync",
+    "wait_for_workflow_sync",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _twin(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(fn(*args, **kwargs))
+
+    blocking.__name__ = f"{fn.__name__}_sync"
+    blocking.__doc__ = f"Blocking twin of :func:`{fn.__name__}` (same arguments).\n\n{fn.__doc__}"
+    return blocking
+
+
+initialize_workflow_system_sync = _twin(initialize_workflow_system)
+rollback_workflow_sync = _twin(rollback_workflow)
+retry_failed_workflow_sync = _twin(retry_failed_workflow)
+get_workflow_circuit_breaker_status_sync = _twin(get_workflow_circuit_breaker_status)
+get_workflow_metrics_sync = _twin(get_workflow_metrics)
+rebuild_projections_sync = _twin(rebuild_projections)
+replay_execution_sync = _twin(replay_execution)
+import_execution_sync = _twin(import_execution)
+reset_workflow_circuit_breaker_sync = _twin(reset_workflow_circuit_breaker)
+list_circuit_breakers_sync = _twin(list_circuit_breakers)
+register_workflow_sync = _twin(register_workflow)
+execute_workflow_dag_sync = _twin(execute_workflow_dag)
+get_workflow_status_sync = _twin(get_workflow_status)
+get_execution_events_sync = _twin(get_execution_events)
+wait_for_workflow_sync = _twin(wait_for_workflow)
+list_workflows_sync = _twin(list_workflows)
+get_workflow_sync = _twin(get_workflow)

@@ -1,0 +1,191 @@
+"""Verbs that start or change executions: run, wait, rollback, retry, recover."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from actors.cli.render import describe_event, out, out_json, say
+
+__all__ = ["SEED_CONTEXT", "UsageError", "add_verbs", "load_json_arg"]
+
+SEED_CONTEXT = {"userId": "user-123", "organizationId": "org-456", "projectId": "project-789"}
+
+
+class UsageError(Exception):
+    """Bad input on the command line (exit 2): the message says what is wrong."""
+
+
+def load_json_arg(text: str, what: str) -> Any:
+    """JSON given inline, or ``@FILE``."""
+    source = text
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            source = path.read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    try:
+        return json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _status_line(status: Any) -> str:
+    return str(status.status) + (f": {status.error_message}" if status.error_message else "")
+
+
+async def _follow(execution_id: str, timeout: float | None, org: str | None) -> Any:
+    """Show each event as it is appended (progress), then return the final status."""
+    from actors.api import get_workflow_status, watch_execution
+
+    async for event in watch_execution(execution_id, timeout=timeout, organization_id=org):
+        say(describe_event(event))
+    return await get_workflow_status(execution_id, organization_id=org)
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from actors.api import execute_workflow_dag, get_workflow, initialize_workflow_system
+
+    if args.context is None:
+        context: Any = dict(SEED_CONTEXT, **({"organizationId": args.org} if args.org else {}))
+    else:
+        context = load_json_arg(args.context, "--context")
+        if not isinstance(context, dict):
+            raise UsageError(f"--context must be a JSON object, got {type(context).__name__}")
+    await get_workflow(args.workflow, args.version)  # unknown → not found, before Ray starts
+    say(f"starting {args.workflow} (a local Ray starts on first use: a few seconds)…")
+    # A local Ray ends with this process: executions it left unfinished resume here.
+    report = await initialize_workflow_system()
+    if report["resumed"]:
+        say(f"resumed {len(report['resumed'])} unfinished execution(s)")
+    execution_id = await execute_workflow_dag(
+        args.workflow, context, args.user, version=args.version,
+        idempotency_key=args.idempotency_key, organization_id=args.org)
+    if not args.wait:
+        if args.json:
+            out_json({"execution_id": execution_id})
+        else:
+            out(execution_id)
+        say(f"started; follow it with `wfdag wait {execution_id}`. With a local Ray (no "
+            f"RAY_ADDRESS) it runs while a wfdag process runs and resumes with the next one")
+        return 0
+    if not args.json:
+        out(execution_id)
+    status = await _follow(execution_id, args.timeout, args.org)
+    if args.json:
+        out_json(status.model_dump(mode="json"))
+    else:
+        out(_status_line(status))
+    if status.status != "completed":
+        say(f"see `wfdag events {execution_id}` for every attempt and error")
+        return 1
+    return 0
+
+
+async def cmd_wait(args: argparse.Namespace) -> int:
+    status = await _follow(args.execution_id, args.timeout, args.org)
+    if args.json:
+        out_json(status.model_dump(mode="json"))
+    else:
+        out(_status_line(status))
+    return 0 if status.status == "completed" else 1
+
+
+async def cmd_rollback(args: argparse.Namespace) -> int:
+    from actors.api import rollback_workflow, wait_for_workflow
+
+    status = await rollback_workflow(args.execution_id, args.user, organization_id=args.org)
+    say(f"{status.execution_id}: {status.status}")
+    if args.wait:
+        status = await wait_for_workflow(status.execution_id, timeout=args.timeout)
+    if args.json:
+        out_json(status.model_dump(mode="json"))
+    else:
+        out(_status_line(status))
+    return 0 if status.status in ("rolled_back", "compensating") else 1
+
+
+async def cmd_retry(args: argparse.Namespace) -> int:
+    from actors.api import retry_failed_workflow, wait_for_workflow
+
+    new_id = await retry_failed_workflow(args.execution_id, args.user,
+                                         organization_id=args.org)
+    if not args.wait:
+        if args.json:
+            out_json({"execution_id": new_id, "retry_of": args.execution_id})
+        else:
+            out(new_id)
+        return 0
+    if not args.json:
+        out(new_id)
+    status = await wait_for_workflow(new_id, timeout=args.timeout)
+    if args.json:
+        out_json(status.model_dump(mode="json"))
+    else:
+        out(_status_line(status))
+    return 0 if status.status == "completed" else 1
+
+
+async def cmd_recover(args: argparse.Namespace) -> int:
+    from actors.api import initialize_workflow_system
+
+    say("recovery sweep: executions no live execution actor drives…")
+    report = await initialize_workflow_system()
+    if args.json:
+        out(json.dumps({k: report[k] for k in ("resumed", "dead_lettered", "pool")}))
+        return 0
+    for eid in report["resumed"]:
+        out(f"resumed       {eid}")
+    for eid in report["dead_lettered"]:
+        out(f"dead-lettered {eid}")
+    say(f"{len(report['resumed'])} resumed, {len(report['dead_lettered'])} dead-lettered, "
+        f"{report['pool']} execution actors; see `wfdag status ID` for each"
+        + (" (a dead-lettered one says why and what to do next)"
+           if report["dead_lettered"] else ""))
+    return 0
+
+
+def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", parents=[common], help="start an execution of a workflow")
+    p.add_argument("workflow", help="workflow id, e.g. complete-value-lifecycle-v1")
+    p.add_argument("--context", help="the context as JSON, or @FILE (default: the seed's "
+                   "example context)")
+    p.add_argument("--version", type=int, metavar="N", help="run version N of the workflow "
+                   "(default: the latest active one)")
+    p.add_argument("--idempotency-key", metavar="KEY", help="start at most one execution for "
+                   "KEY: a repeated call prints the same id")
+    p.add_argument("--user", default="user-123", help="the user id recorded as created_by")
+    p.add_argument("--wait", action="store_true", help="show progress until it ends; exit 1 "
+                   "unless it completed")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="give up waiting after SECONDS (exit 4)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("wait", parents=[common], help="follow an execution (started by any "
+                       "driver) until it ends; exit 1 unless it completed")
+    p.add_argument("execution_id")
+    p.add_argument("--timeout", type=float, default=None, help="give up after SECONDS (exit 4)")
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("rollback", parents=[common],
+                       help="compensate a completed or failed execution")
+    p.add_argument("execution_id")
+    p.add_argument("--user", default="user-123")
+    p.add_argument("--wait", action="store_true", help="wait until the rollback ends")
+    p.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("retry", parents=[common],
+                       help="start a new execution of a failed or rolled-back one")
+    p.add_argument("execution_id")
+    p.add_argument("--user", default="user-123")
+    p.add_argument("--wait", action="store_true")
+    p.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("recover", parents=[common], help="recovery sweep: requeue executions "
+                       "nobody drives, dead-letter those that keep crashing their actors")
+    p.set_defaults(func=cmd_recover)

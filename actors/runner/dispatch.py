@@ -1,0 +1,200 @@
+"""Dispatch of stage attempts: a Ray task (killable) or a thread of the runner (local).
+
+A task stage is a Ray task of its own, stopped on timeout or cancellation by killing its
+worker.  A local stage is a thread of the runner's process, which cannot be stopped: one that
+outlives its attempt is *abandoned*, and the runner ends its own process
+(:func:`retire`) before anything could run the stage again beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any, NoReturn
+
+import ray
+from ray.exceptions import RayError
+
+from actors.runner.attempt import run_stage_attempt
+from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
+from definitions import StageTimeoutError, WorkflowStage
+
+__all__ = [
+    "CANCEL_GRACE_SECONDS",
+    "RETIRE_EXIT_CODE",
+    "Dispatcher",
+    "retire",
+    "retire_marker",
+    "stage_task_options",
+]
+
+CANCEL_GRACE_SECONDS = 10.0
+RETIRE_EXIT_CODE = 70
+
+Key = tuple[str, str]  # ("run" | "undo", stage id)
+_Thread = concurrent.futures.Future[AttemptResult]
+
+
+@cache
+def _stage_remote() -> Any:
+    return ray.remote(max_retries=0)(run_stage_attempt)
+
+
+def stage_task_options(
+    workflow_id: str, stage: WorkflowStage, *, undo: bool = False
+) -> dict[str, Any]:
+    """Ray options of a stage task: named ``<workflow>:<stage>``; 0 CPU unless it asks."""
+    resources = dict(stage.resources or {})
+    options: dict[str, Any] = {
+        "name": f"{workflow_id}:{stage.id}" + (":compensate" if undo else ""),
+        "num_cpus": resources.pop("CPU", 0),
+    }
+    if "GPU" in resources:
+        options["num_gpus"] = resources.pop("GPU")
+    if "memory" in resources:
+        options["memory"] = resources.pop("memory")
+    if resources:
+        options["resources"] = resources
+    return options
+
+
+def _any_running(threads: Iterable[_Thread]) -> bool:
+    return any(not thread.done() for thread in threads)
+
+
+def retire_marker() -> Path:
+    """Where a runner that ends its own process leaves word for its restarted self (the actor
+    id survives restarts; the file lives on the node, and a restart elsewhere means the node
+    was lost — a real crash)."""
+    actor_id = ray.get_runtime_context().get_actor_id()
+    return Path(tempfile.gettempdir()) / f"wfdag-retired-{actor_id}"
+
+
+def retire(reason: str, execution_id: str | None, log: Any) -> NoReturn:
+    """End this process, and with it the local stage threads that must not run on: Ray
+    restarts the runner, which hands the execution back uncounted (the marker says the exit
+    was deliberate) for whoever takes the lease to resume from its log."""
+    log.error("runner.retiring", reason=reason, execution_id=execution_id,
+              next_step="Ray restarts this runner; the execution resumes from its log")
+    with contextlib.suppress(OSError):
+        retire_marker().write_text(execution_id or "")
+    sys.stderr.flush()
+    os._exit(RETIRE_EXIT_CODE)
+
+
+class Dispatcher:
+    """The stage attempts of one runner in flight: task refs and local threads."""
+
+    def __init__(self, local_threads: int, log: Any) -> None:
+        self._log = log
+        self._local_threads = local_threads
+        self._refs: dict[Key, Any] = {}  # task stages in flight
+        self._local: dict[Key, _Thread] = {}
+        self._abandoned: set[_Thread] = set()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self._local_threads, thread_name_prefix="wfdag-local")
+        return self._pool
+
+    def done(self, key: Key) -> None:
+        """Forget a finished attempt."""
+        self._refs.pop(key, None)
+        self._local.pop(key, None)
+
+    def stop_tasks(self) -> None:
+        """Kill every task stage in flight (their workers)."""
+        for ref in self._refs.values():
+            ray.cancel(ref, force=True)
+        self._refs.clear()
+
+    def abandoned_running(self) -> bool:
+        """A local thread outlived its attempt (timed out or cancelled) and still runs."""
+        return _any_running(self._abandoned)
+
+    def local_still_running(self) -> bool:
+        """A local stage thread still runs: one in flight, or one abandoned by its attempt."""
+        return _any_running(self._local.values()) or _any_running(self._abandoned)
+
+    def clear(self) -> None:
+        self._local.clear()
+        self._abandoned.clear()
+
+    def forget_abandoned(self) -> None:
+        self._abandoned.clear()
+
+    async def run(self, key: Key, workflow_id: str, stage: WorkflowStage, spec: AttemptSpec,
+                  cancel: asyncio.Event | None) -> AttemptResult:
+        """Run one attempt under the stage's timeout (``cancel`` set: the workflow fails)."""
+        loop = asyncio.get_running_loop()
+        local = stage.executor == "local"
+        thread: _Thread | None = None
+        ref: Any = None
+        if local:
+            thread = self._threads().submit(run_stage_attempt, spec)
+            self._local[key] = thread
+            result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
+        else:
+            options = stage_task_options(workflow_id, stage, undo=key[0] == "undo")
+            ref = _stage_remote().options(**options).remote(spec)
+            self._refs[key] = ref
+            result_future = asyncio.ensure_future(asyncio.wrap_future(ref.future()))
+
+        def stop() -> None:
+            if thread is not None:
+                if not thread.cancel():  # running already: it cannot be interrupted
+                    self._abandoned.add(thread)
+            else:
+                # force=True: a blocking agent is interrupted only by killing its worker.
+                ray.cancel(ref, force=True)
+
+        started = loop.time()
+        waiters: set[asyncio.Future[Any]] = {result_future}
+        cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+        if cancel_waiter is not None:
+            waiters.add(cancel_waiter)
+        done, _ = await asyncio.wait(waiters, timeout=stage.timeout_seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if cancel_waiter is not None and not cancel_waiter.done():
+            cancel_waiter.cancel()
+
+        def failed(type_: str, message: str, retryable: bool) -> AttemptResult:
+            return AttemptResult(ok=False, duration_ms=int((loop.time() - started) * 1000),
+                                 error=error_info(type_, message, retryable))
+
+        if result_future not in done:
+            if not done:  # the timeout
+                stop()
+                result_future.cancel()
+                self._log.warning("stage.timed_out", stage_id=stage.id,
+                                  timeout_seconds=stage.timeout_seconds)
+                return failed("StageTimeoutError",
+                              str(StageTimeoutError(stage.id, stage.timeout_seconds)), True)
+            # Cancelled because the workflow is failing: a sibling that completes anyway is
+            # recorded as completed (and compensated); otherwise it ends as cancelled.
+            if not local:
+                stop()
+            try:
+                await asyncio.wait_for(result_future, CANCEL_GRACE_SECONDS)
+            except (RayError, TimeoutError, asyncio.CancelledError):
+                if local:
+                    stop()
+                return failed("StageCancelled", "cancelled: the workflow failed", False)
+        try:
+            result: AttemptResult = result_future.result()
+        except RayError as exc:
+            # The worker died or the task could not run: a system failure, counted as a
+            # retryable failed attempt.
+            self._log.warning("stage.system_failure", stage_id=stage.id,
+                              error_type=type(exc).__name__)
+            return failed(type(exc).__name__, str(exc), True)
+        return result

@@ -1,0 +1,309 @@
+"""One drive of one claimed execution: fold its log, decide, dispatch, record — until it ends.
+
+A runner keeps no state that is not in the log.  Killed at any instant, its execution's lease
+is released with its process; a runner (the restarted one or another) claims the execution
+again, folds its stream, skips what is done and carries on; an attempt cut short by the kill is
+run again under the same attempt number and idempotency key.  A stale writer is fenced by the
+store's version check, and a runner whose lease session died cannot write at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from actors.breakers import BreakerView
+from actors.logs import bound
+from actors.metrics import record_events, record_started
+from actors.runner.dispatch import Dispatcher, retire
+from actors.runner.protocol import AttemptSpec, DriveOutcome, StageOutcome, error_info
+from definitions import ConcurrencyError, WorkflowStage
+from events import (
+    Event,
+    EventStore,
+    ExecutionState,
+    apply,
+    attempt_events,
+    compensation_events,
+    database_reachable,
+    decide,
+    fold,
+    is_database_outage,
+    upstream_outputs,
+)
+from events.database import session_alive
+from events.secrets import has_sealed, open_secrets, scrub, secret_values
+
+__all__ = ["Drive", "LeaseLostError"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeaseLostError(Exception):
+    """The runner's lease connection died: it no longer owns the execution."""
+
+
+class Drive:
+    """Drives one execution on the runner's lease connection (see the module docstring)."""
+
+    def __init__(self, *, execution_id: str, store: EventStore, lease_conn: Any,
+                 lease_lost: asyncio.Event, dispatcher: Dispatcher, breakers: BreakerView,
+                 database_url: str, log: Any) -> None:
+        self.execution_id = execution_id
+        self._store = store
+        self._conn = lease_conn
+        self._lease_lost = lease_lost
+        self._dispatch = dispatcher
+        self._breakers = breakers
+        self._database_url = database_url
+        self._log = log.bind(execution_id=execution_id)
+        self._rng = random.Random()
+        self._cancel: dict[str, asyncio.Event] = {}
+        self._context: dict[str, Any] = {}  # the execution's context, secrets opened
+        self._secrets: list[str] = []  # its secret values, to scrub from agents' words
+
+    async def run(self) -> DriveOutcome:
+        """Drive the execution until it ends, or say why the drive stopped."""
+        log = self._log
+        try:
+            with bound(execution_id=self.execution_id):
+                events = await self._store.read(self.execution_id, conn=self._conn)
+                if not events:
+                    log.error("execution.no_stream")
+                    return DriveOutcome.MISSING
+                state = fold(events)
+                self._store.prime(events)  # its next append need not read its row back
+                log.info("execution.replayed", version=state.version, status=state.status)
+                # Sealed secrets are opened for the agents only; what agents say is scrubbed.
+                self._context = (open_secrets(state.context) if has_sealed(state.context)
+                                 else state.context)
+                self._secrets = secret_values(self._context)
+                if state.version == 1:
+                    record_started(state.workflow_id)
+                await self._loop(state)
+                return DriveOutcome.ENDED
+        except LeaseLostError:
+            log.warning("execution.lease_lost",
+                        detail="the lease connection died (database restart or partition): "
+                               "in-flight stages stopped; whoever takes the lease resumes it")
+            return DriveOutcome.LEASE_LOST
+        except ConcurrencyError:
+            log.warning("execution.fenced",
+                        detail="another runner took this execution over (or this runner lost "
+                               "its lease): stopping without writing")
+            return DriveOutcome.FENCED
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            if self._lease_lost.is_set() or not session_alive(self._conn):
+                log.warning("execution.lease_lost", error=error,
+                            detail="the lease connection died mid-write: whoever takes the "
+                                   "lease resumes the execution from its log")
+                return DriveOutcome.LEASE_LOST
+            if is_database_outage(exc) or not await database_reachable(self._database_url):
+                log.warning("execution.database_lost", error=error,
+                            next_step="handed back; it resumes from its log once the database "
+                                      "is back")
+                return DriveOutcome.DATABASE_LOST
+            raise
+        finally:
+            self._dispatch.stop_tasks()
+            if self._dispatch.local_still_running():
+                # A local stage thread would run on unfenced (its lease is lost, or the drive
+                # ended while it ran): only the end of this process stops it.
+                retire("a local stage was still running when its drive ended",
+                       self.execution_id, self._log)
+            self._dispatch.clear()
+            self._cancel.clear()
+
+    async def _loop(self, state: ExecutionState) -> None:
+        """Decide, dispatch, record — with the log written behind the decisions (group commit).
+
+        Events are applied to the in-memory state as they are decided; one append is in flight
+        at a time, and whatever is decided meanwhile goes into the next one.  Stages are
+        dispatched before their decision commits, so the append and the stages overlap; a
+        crash re-runs what was not committed under the same attempt numbers and idempotency
+        keys, as a crash during an attempt would.  The end of an execution is reported only
+        once every event is committed."""
+        inflight: dict[tuple[str, str], asyncio.Task[StageOutcome]] = {}
+        pending: list[Event] = []  # applied to state, not yet appended
+        writing: asyncio.Task[None] | None = None  # the append in flight
+        lease_waiter = asyncio.ensure_future(self._lease_lost.wait())
+        try:
+            while True:
+                cancel: list[str] = []
+                while True:  # decide step by step; all steps go in one append
+                    decision = decide(state, _now())
+                    cancel = decision.cancel
+                    if not decision.events:
+                        break
+                    for event in decision.events:
+                        apply(state, event)
+                    pending.extend(decision.events)
+                if writing is not None and writing.done():
+                    writing.result()  # an append that failed ends the drive here
+                    writing = None
+                if self._dispatch.abandoned_running():
+                    # A local stage outlived its attempt (timed out or cancelled): record that,
+                    # then end the process before the stage could start again beside it.
+                    if writing is not None:
+                        await writing
+                    await self._write(state, pending)
+                    retire("a local stage outlived its attempt (timeout or cancellation) and "
+                           "a thread cannot be stopped", self.execution_id, self._log)
+                self._dispatch.forget_abandoned()
+                if not state.terminal:
+                    for sid in cancel:
+                        self._cancel.setdefault(sid, asyncio.Event()).set()
+                    for sid in state.stages_in("running"):
+                        if ("run", sid) not in inflight:
+                            inflight[("run", sid)] = asyncio.create_task(
+                                self._attempt(state, sid))
+                    for sid, undo in state.stages.items():
+                        if undo.compensation == "running" and ("undo", sid) not in inflight:
+                            inflight[("undo", sid)] = asyncio.create_task(
+                                self._compensate(state, sid))
+                if state.terminal:
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    await self._write(state, pending)
+                    self._log.info("execution.finished", status=state.status)
+                    return
+                if pending and writing is None:
+                    writing = asyncio.create_task(self._write(state, pending))
+                    pending = []
+                if not inflight and writing is None:
+                    raise RuntimeError(
+                        f"execution {state.execution_id} has nothing to wait for")
+                waiters: list[asyncio.Future[Any]] = [*inflight.values(), lease_waiter]
+                if writing is not None:
+                    waiters.append(writing)
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if lease_waiter in done:
+                    # Another runner may take over at once: stop every stage task now (run()'s
+                    # finally kills them) so that no stage ever runs twice at the same time.
+                    for running in inflight.values():
+                        running.cancel()
+                    raise LeaseLostError()
+                for finished in done:
+                    if finished is writing:
+                        continue  # looked at on the next turn
+                    outcome = finished.result()
+                    assert isinstance(outcome, StageOutcome)
+                    key = (outcome.kind, outcome.stage_id)
+                    del inflight[key]
+                    self._dispatch.done(key)
+                    pending.extend(self._record(state, outcome))
+        finally:
+            lease_waiter.cancel()
+            if writing is not None and not writing.done():
+                # Let it end on its own (it fails at once if the session is gone): a cancelled
+                # statement would leave the lease connection busy for the release.
+                with contextlib.suppress(Exception):
+                    await writing
+
+    def _record(self, state: ExecutionState, outcome: StageOutcome) -> list[Event]:
+        """The events of a finished attempt, applied to ``state``."""
+        record = attempt_events if outcome.kind == "run" else compensation_events
+        extra = {"breaker": outcome.breaker} if outcome.kind == "run" else {}
+        output, error = outcome.output, outcome.error
+        if self._secrets:  # an agent that echoes a secret does not get it stored
+            output, error = scrub(output, self._secrets), scrub(error, self._secrets)
+        events = list(record(
+            state, outcome.stage_id, attempt=outcome.attempt, now=_now(),
+            duration_ms=outcome.duration_ms, output=output, error=error, rng=self._rng,
+            **extra,
+        ))
+        for event in events:
+            apply(state, event)
+        return events
+
+    async def _write(self, state: ExecutionState, events: list[Event]) -> None:
+        """Append ``events`` (the next ones of the log, in order) on the lease connection."""
+        if not events:
+            return
+        await self._store.append(events, expected_version=events[0].seq - 1, conn=self._conn)
+        for event in events:
+            self._log.info("execution.event", seq=event.seq, type=event.type,
+                           stage_id=event.stage_id)
+        record_events(state.workflow_id, events)
+
+    async def _wait_until(self, when: datetime | None, cancel: asyncio.Event) -> bool:
+        """Sleep until ``when``; False when cancelled first."""
+        if when is None:
+            return not cancel.is_set()
+        delay = (when - _now()).total_seconds()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancel.wait(), delay)
+        return not cancel.is_set()
+
+    def _spec(self, state: ExecutionState, stage: WorkflowStage, attempt: int) -> AttemptSpec:
+        return AttemptSpec(
+            execution_id=state.execution_id, workflow_id=state.workflow_id, stage_id=stage.id,
+            stage_name=stage.name, attempt=attempt, context=self._context,
+            inputs=upstream_outputs(state, stage.id),
+            idempotency_key=f"{state.execution_id}:{stage.id}", agent_type=stage.agent_type,
+            agent=stage.agent, capabilities=tuple(stage.capabilities),
+            database_url=self._database_url,
+        )
+
+    async def _attempt(self, state: ExecutionState, stage_id: str) -> StageOutcome:
+        stage = state.require_dag().stage(stage_id)
+        record = state.stages[stage_id]
+        attempt = record.attempts + 1
+        cancel = self._cancel.setdefault(stage_id, asyncio.Event())
+        if not await self._wait_until(record.retry_at, cancel):
+            return StageOutcome("run", stage_id, attempt, 0, error=error_info(
+                "StageCancelled", "cancelled before its retry", False))
+        log = self._log.bind(stage_id=stage_id, attempt=attempt)
+        admission = await self._breakers.admit(state.workflow_id, stage)
+        seen: dict[str, Any] = {"state": admission.state,
+                                "failure_count": admission.failure_count}
+        if not admission.admitted:
+            log.warning("stage.circuit_open", next_attempt_at=admission.next_attempt_at)
+            return StageOutcome("run", stage_id, attempt, 0, breaker=seen, error=error_info(
+                "CircuitOpenError",
+                f"circuit {state.workflow_id}:{stage_id} is {admission.state} after "
+                f"{admission.failure_count} failures; the agent was not called. It half-opens "
+                f"at {admission.next_attempt_at or 'the end of the current trial'}",
+                False,
+            ))
+        log.info("stage.attempt_dispatched")
+        with bound(stage_id=stage_id):
+            result = await self._dispatch.run(("run", stage_id), state.workflow_id, stage,
+                                              self._spec(state, stage, attempt), cancel)
+        after = await self._breakers.record(state.workflow_id, stage, admission, result.ok)
+        seen = {"state": after.state, "failure_count": after.failure_count}
+        if after.transition:
+            seen["transition"] = after.transition
+        if result.ok:
+            log.info("stage.attempt_succeeded", duration_ms=result.duration_ms)
+        else:
+            assert result.error is not None
+            log.info("stage.attempt_failed", error_type=result.error["type"],
+                     retryable=result.error["retryable"])
+        return StageOutcome("run", stage_id, attempt, result.duration_ms, output=result.output,
+                            error=result.error, breaker=seen)
+
+    async def _compensate(self, state: ExecutionState, stage_id: str) -> StageOutcome:
+        stage = state.require_dag().stage(stage_id)
+        record = state.stages[stage_id]
+        attempt = record.comp_attempts + 1
+        await self._wait_until(record.comp_retry_at, asyncio.Event())
+        spec = dataclasses.replace(
+            self._spec(state, stage, attempt), handler=stage.compensation_handler,
+            output=record.output or {},
+            idempotency_key=f"{state.execution_id}:{stage_id}:compensate")
+        self._log.info("compensation.dispatched", stage_id=stage_id, attempt=attempt,
+                       handler=stage.compensation_handler)
+        result = await self._dispatch.run(("undo", stage_id), state.workflow_id, stage, spec,
+                                          None)
+        return StageOutcome("undo", stage_id, attempt, result.duration_ms,
+                            output=result.output, error=result.error)

@@ -1,0 +1,180 @@
+"""A runner's serve loop: connect, claim the oldest queued execution, drive it, release it.
+
+Its lease connection is the session that holds the advisory lock of the execution it drives;
+reads and appends go through it (no pool round trips, and a runner whose lease session died
+cannot write).  When the database goes away the loop hands back what it drove (uncounted) and
+reconnects with backoff.  A restarted runner first certifies its previous process's death,
+which counts one recovery of what it drove — unless that process retired on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import ray
+
+from actors.breakers import BreakerView
+from actors.logs import get_logger
+from actors.metrics import record_events, set_live
+from actors.runner.dispatch import Dispatcher, retire_marker
+from actors.runner.drive import Drive
+from actors.runner.protocol import DriveOutcome
+from actors.runtime import new_store, settings
+from events import EventStore, is_database_outage
+from events.leases import (
+    QUEUE_CHANNEL,
+    Claim,
+    certify_restart,
+    claim_next,
+    dead_letter,
+    hand_back,
+    record_crash,
+    release,
+)
+
+__all__ = ["IDLE_RECHECK_SECONDS", "Runner"]
+
+#: An idle runner looks at the queue again this often (leases freed by dead runners).
+IDLE_RECHECK_SECONDS = 2.0
+
+
+class Runner:
+    """The work of one pooled execution actor (:class:`actors.runner.ExecutionActor`)."""
+
+    def __init__(self, database_url: str, name: str) -> None:
+        self.name = name
+        self._database_url = database_url
+        self._log = get_logger(runner=name)
+        self._dispatch = Dispatcher(settings().local_threads, self._log)
+        self._breakers = BreakerView(database_url)
+        self._lost = False  # the execution driven was lost with the database connection
+        self._wake = asyncio.Event()
+        self.running: str | None = None  # the execution driven now
+        self.driving: dict[str, asyncio.Event] = {}  # execution id → set when its drive ends
+
+    def _on_enqueued(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _after_restart(self, lease_conn: Any) -> None:
+        """This runner's previous process died: what it drove counts a recovery."""
+        marker = retire_marker()
+        if marker.exists():
+            # It retired itself on purpose (a local stage had to stop): uncounted.
+            await hand_back(lease_conn, self.name)
+            marker.unlink(missing_ok=True)
+        else:
+            orphans = await certify_restart(lease_conn, self.name)
+            if orphans:
+                self._log.warning("runner.restarted", orphaned=orphans)
+
+    async def serve(self) -> None:
+        """Serve until the process ends (reconnecting through database outages)."""
+        restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        backoff = 0.5
+        while True:
+            store: EventStore | None = None
+            try:
+                store = await new_store(self._database_url, max_size=4)
+                lease_conn = await store.pool.acquire()
+                lease_lost = asyncio.Event()
+                lease_conn.add_termination_listener(lambda _conn, ev=lease_lost: ev.set())
+                if restarted:
+                    await self._after_restart(lease_conn)
+                    restarted = False
+                if self._lost:
+                    # Lost with the database connection: give it back, uncounted.
+                    await hand_back(lease_conn, self.name)
+                    self._lost = False
+                await self._breakers.load(lease_conn)
+                self._log.info("runner.ready", reconnect=backoff > 0.5)
+                backoff = 0.5
+                await self._claim_loop(store, lease_conn, lease_lost)
+            except Exception as exc:
+                outage = is_database_outage(exc)
+                self._lost = self._lost or outage
+                self._log.warning("runner.reconnecting" if outage else "runner.serve_failed",
+                                  error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=backoff,
+                                  exc_info=not outage)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if store is not None:
+                    # terminate(): closing politely would wait on connections the outage broke.
+                    store.pool.terminate()
+
+    async def _claim_loop(self, store: EventStore, lease_conn: Any,
+                          lease_lost: asyncio.Event) -> None:
+        wake = self._wake
+        await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
+        listening, just_drove = True, False
+        set_live(self.name, 0)
+        while True:
+            wake.clear()
+            claim = await claim_next(lease_conn, self.name)
+            if claim is None:
+                just_drove = False
+                if not listening:
+                    # Idle again: listen for enqueues, then look once more (one may have come
+                    # before the LISTEN).
+                    await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
+                    listening = True
+                    continue
+                # Woken by an enqueue; the timeout covers leases freed by dead runners.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
+                continue
+            if listening and just_drove:
+                # Busy back to back (the queue is not empty): enqueue notifications would only
+                # wake this runner for nothing (every runner, every start).
+                await lease_conn.remove_listener(QUEUE_CHANNEL, self._on_enqueued)
+                listening = False
+            just_drove = True
+            if claim.recoveries > settings().max_recoveries:
+                try:
+                    await self._dead_letter(store, claim, lease_conn)
+                finally:
+                    await release(lease_conn, claim.execution_id)
+                continue
+            await self._drive(store, claim, lease_conn, lease_lost)
+
+    async def _dead_letter(self, store: EventStore, claim: Claim, lease_conn: Any) -> None:
+        done = await dead_letter(store, claim, lease_conn)
+        if done is not None:
+            record_events(done.workflow_id, done.events)
+            self._log.error("execution.dead_lettered", execution_id=claim.execution_id,
+                            recoveries=claim.recoveries, reason=done.reason[:500],
+                            next_step=f"fix the cause, then `wfdag retry {claim.execution_id}`")
+
+    async def _drive(self, store: EventStore, claim: Claim, lease_conn: Any,
+                     lease_lost: asyncio.Event) -> None:
+        eid = claim.execution_id
+        self.running = eid
+        set_live(self.name, 1)
+        outcome: DriveOutcome | None = None
+        driving = self.driving[eid] = asyncio.Event()
+        # The Ray dashboard's view of this drive: an actor task named after the execution,
+        # running as long as the drive (sent, not awaited: the drive does not wait for a round
+        # trip through Ray to start).
+        me = ray.get_runtime_context().current_actor
+        me.executing.options(name=f"wfdag-exec-{eid}").remote(eid)
+        try:
+            outcome = await Drive(
+                execution_id=eid, store=store, lease_conn=lease_conn, lease_lost=lease_lost,
+                dispatcher=self._dispatch, breakers=self._breakers,
+                database_url=self._database_url, log=self._log).run()
+        except Exception as exc:
+            self._log.exception("runner.execution_crashed", execution_id=eid,
+                                recoveries=claim.recoveries)
+            await record_crash(lease_conn, eid, f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(1.0)  # don't spin on an execution that keeps failing
+        finally:
+            driving.set()
+            del self.driving[eid]
+            self.running = None
+            set_live(self.name, 0)
+            if outcome is not None and outcome.hand_back:
+                self._lost = True
+            await release(lease_conn, eid)
+            self._lost = False

@@ -1,0 +1,29 @@
+"""Every size limit of wfdag, in one place (the validators, the API and README use these).
+
+A definition, a context or an agent's output past one of them is refused with an error that
+names the limit; nothing is stored.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_IDEMPOTENCY_KEY_CHARS",
+    "MAX_NESTING",
+    "MAX_ORGANIZATION_ID_CHARS",
+    "MAX_STAGES",
+    "MAX_TRANSITIONS",
+]
+
+#: Stages of one workflow definition.
+MAX_STAGES = 1000
+#: Transitions of one workflow definition.
+MAX_TRANSITIONS = 10_000
+#: Levels of nested objects/lists in a definition or a context (a recursive encoder is safe).
+MAX_NESTING = 64
+#: A context, an agent output or a definition, as JSON (``WFDAG_MAX_PAYLOAD_BYTES`` overrides).
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: An idempotency key given to ``execute_workflow_dag``.
+MAX_IDEMPOTENCY_KEY_CHARS = 500
+#: An organization id.
+MAX_ORGANIZATION_ID_CHARS = 200
