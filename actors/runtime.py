@@ -247,6 +247,7 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -255,20 +256,23 @@ class _LoopThread:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="wfdag-sync", daemon=True)
                 thread.start()
-                self._loop = loop
+                self._loop, self._thread = loop, thread
                 atexit.register(self.close)
             return self._loop
 
     def close(self) -> None:
         with self._lock:
-            loop, self._loop = self._loop, None
-        if loop is None or not loop.is_running():
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
             return
         try:
             asyncio.run_coroutine_threadsafe(close_stores(), loop).result(timeout=5)
         except Exception as exc:  # exiting anyway: say why, never raise from atexit
             get_logger().warning("runtime.close_failed", error=f"{type(exc).__name__}: {exc}")
         loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not loop.is_running():
+            loop.close()
 
 
 _loop_thread = _LoopThread()

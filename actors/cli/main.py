@@ -91,6 +91,14 @@ def _apply_globals(args: argparse.Namespace) -> None:
     configure(args.log_level)
 
 
+def _ray_is_up() -> bool:
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return bool(ray.is_initialized())
+
+
 async def _run(args: argparse.Namespace) -> int:
     from actors.runtime import close_stores
 
@@ -102,6 +110,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ray_was_up = _ray_is_up()  # a caller's own Ray session (main() called in-process) stays
     real_stdout = sys.stdout
     set_stdout(real_stdout)
     sys.stdout = sys.stderr  # Ray's prints go to stderr; results go to the real stdout
@@ -133,11 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"run again with --log-level debug for the traceback, and report it")
         return 1
     finally:
-        if "ray" in sys.modules:
+        if not ray_was_up and _ray_is_up():
             import ray
 
-            if ray.is_initialized():
-                ray.shutdown()  # while stray prints still go to stderr
+            ray.shutdown()  # the Ray this call started, while stray prints go to stderr
         sys.stdout = real_stdout
 
 

@@ -52,13 +52,14 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll a cheap local condition (a file, an actor lookup) until true, or fail naming it."""
+async def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll a cheap local condition (a file, an actor lookup) until true, or fail naming it;
+    the event loop keeps running meanwhile (the suite shares one loop)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
 
 
 async def eventually(

@@ -48,9 +48,9 @@ async def first_error(eid: str) -> str:
     return attempt.error["type"] if attempt.error else "none"  # type: ignore[union-attr]
 
 
-def wait_past(moment: datetime | None) -> None:
+async def wait_past(moment: datetime | None) -> None:
     assert moment is not None
-    wait_until(lambda: datetime.now(UTC) > moment, timeout=30,
+    await wait_until(lambda: datetime.now(UTC) > moment, timeout=30,
                what=f"the cooldown to end at {moment}")
 
 
@@ -74,7 +74,7 @@ async def test_breaker_opens_refuses_half_opens_once_and_closes(tmp_dir: Path) -
         "call": {"state": "open", "failure_count": 3}}
 
     # After the cooldown: among many concurrent executions exactly one trial reaches the agent.
-    wait_past(status.next_attempt_at)
+    await wait_past(status.next_attempt_at)
     (tmp_dir / "healthy").touch()
     ids = await asyncio.gather(*[
         execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": 6}, "t") for _ in range(6)])
@@ -93,7 +93,7 @@ async def test_breaker_reopens_when_the_trial_fails_and_reset_closes_it(tmp_dir:
         await run(dag, tmp_dir)
     opened = await get_workflow_circuit_breaker_status(dag.id, "call")
     assert opened.state == "open"
-    wait_past(opened.next_attempt_at)
+    await wait_past(opened.next_attempt_at)
     trial = await run(dag, tmp_dir)  # still unhealthy: the trial fails
     assert await first_error(trial) == "HttpError"
     reopened = await get_workflow_circuit_breaker_status(dag.id, "call")
@@ -139,3 +139,42 @@ async def test_unknown_breaker_names_the_problem() -> None:
     fresh = await get_workflow_circuit_breaker_status("opportunity-discovery-v1",
                                                       "opportunity_research")
     assert (fresh.state, fresh.failure_threshold, fresh.cooldown_seconds) == ("closed", 5, 60)
+
+
+async def test_reset_closes_the_breaker_as_stored_even_when_a_registry_missed_a_change(
+    tmp_dir: Path,
+) -> None:
+    """Reset and status go one path: the breaker's row.  A registry that holds the breaker
+    closed while the row says open (a notification lost in a reconnect) must not turn the
+    reset into a no-op; and the registry hears of the reset."""
+    from actors.api import ready_store
+
+    dag = await breaker_flow(cooldown=600)
+    (tmp_dir / "healthy").touch()
+    assert (await get_workflow_status(await run(dag, tmp_dir))).status == "completed"
+    registry = ray.get_actor(REGISTRY_NAME, namespace=NAMESPACE)
+    assert (await registry.status.remote(dag.id, "call"))["state"] == "closed"
+    store = await ready_store()
+    await store.pool.execute(  # written without the notification
+        "INSERT INTO circuit_breakers (key, workflow_id, stage_id, state, failure_count, "
+        "opened_at, next_attempt_at, failure_threshold, cooldown_seconds) "
+        "VALUES ($1, $2, 'call', 'open', 3, now(), now() + interval '600 s', 3, 600) "
+        "ON CONFLICT (key) DO UPDATE SET state = 'open', failure_count = 3",
+        f"{dag.id}:call", dag.id)
+    assert (await get_workflow_circuit_breaker_status(dag.id, "call")).state == "open"
+    reset = await reset_workflow_circuit_breaker(dag.id, "call")
+    assert (reset.state, reset.failure_count) == ("closed", 0)
+    after = await get_workflow_circuit_breaker_status(dag.id, "call")
+    assert (after.state, after.failure_count) == ("closed", 0)
+    transitions = await store.pool.fetch(
+        "SELECT from_state, to_state FROM circuit_breaker_transitions WHERE key = $1",
+        f"{dag.id}:call")
+    assert [(r["from_state"], r["to_state"]) for r in transitions][-1:] == [("open", "closed")]
+
+    async def registry_closed() -> bool:
+        view = await registry.status.remote(dag.id, "call")
+        return bool((view["state"], view["failure_count"]) == ("closed", 0))
+
+    from tests.integration.helpers import eventually
+
+    await eventually(registry_closed, timeout=10, what="the registry to hear of the reset")

@@ -25,6 +25,16 @@ def wfdag(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
+def wfdag_here(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI called in this process (what needs no Ray is tested without starting one)."""
+    from actors.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -37,16 +47,18 @@ def wfdag(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_cli_user_errors_are_one_clear_line(
-    database_url: str, args: list[str], message: str
+    database_url: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = wfdag(*args)
+    result = wfdag_here(capsys, *args)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_cli_lists_the_canonical_workflows(database_url: str) -> None:
-    result = wfdag("workflows")
+def test_cli_lists_the_canonical_workflows(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = wfdag_here(capsys, "workflows")
     assert result.returncode == 0, result.stderr
     for workflow_id in ("opportunity-discovery-v1", "parallel-value-lifecycle-v1"):
         assert workflow_id in result.stdout

@@ -43,7 +43,7 @@ async def test_a_runner_that_lost_its_lease_is_fenced_and_stops(
     await initialize_workflow_system()
     eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": 4}, "tester")
     runs = tmp_dir / "runs-slow"
-    wait_until(lambda: len(_runs(runs)) == 1, timeout=30, what="the slow stage to start")
+    await wait_until(lambda: len(_runs(runs)) == 1, timeout=30, what="the slow stage to start")
     old_pid = _runs(runs)[0][2]
 
     # Cut the old runner off: end its lease connection from the server side.
@@ -72,6 +72,6 @@ async def test_a_runner_that_lost_its_lease_is_fenced_and_stops(
     assert len(ends) == 1 and ends[0][1] != old_pid, "the old stage must not run to its end"
     assert starts[1][0] > cut_at, "the new attempt starts only after the lease was lost"
     # The old stage's process was ended when its runner lost the lease.
-    wait_until(lambda: not process_alive(old_pid), timeout=20,
+    await wait_until(lambda: not process_alive(old_pid), timeout=20,
                what=f"the old stage's process {old_pid} to be stopped")
 

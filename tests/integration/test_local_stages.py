@@ -59,7 +59,7 @@ async def test_a_local_agent_that_overruns_its_timeout_is_stopped_with_its_proce
     await initialize_workflow_system()
     eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir)}, "tester")
     pid_file = tmp_dir / "hung.pid"
-    wait_until(pid_file.exists, timeout=30, what="the hung agent to start")
+    await wait_until(pid_file.exists, timeout=30, what="the hung agent to start")
     first_pid = int(pid_file.read_text().split()[0])
     status = await wait_for_workflow(eid, timeout=90)
     assert status.status == "failed"
@@ -77,7 +77,7 @@ async def test_a_local_agent_that_overruns_its_timeout_is_stopped_with_its_proce
     pids = [int(p) for p in pid_file.read_text().split()]
     assert len(pids) == 2
     for pid in pids:
-        wait_until(lambda pid=pid: not process_alive(pid), timeout=30,
+        await wait_until(lambda pid=pid: not process_alive(pid), timeout=30,
                    what=f"the runner process {pid} of the hung agent to end")
     assert first_pid == pids[0]
     assert not (tmp_dir / "finished").exists()

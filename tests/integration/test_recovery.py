@@ -42,7 +42,7 @@ async def test_200_executions_under_a_cap_of_10_live_actors(store: EventStore) -
     await initialize_workflow_system()
     ids = await asyncio.gather(*[execute_workflow_dag(dag.id, {"n": i}, "tester")
                                  for i in range(200)])
-    peak_running, peak_actors, saw_queued = 0, 0, False
+    peak_running, peak_actors, peak_driving, saw_queued = 0, 0, 0, False
     deadline = time.monotonic() + 240
     while True:
         counts = dict(await store.pool.fetch(
@@ -53,6 +53,12 @@ async def test_200_executions_under_a_cap_of_10_live_actors(store: EventStore) -
             "ON e.id = q.execution_id WHERE e.workflow_definition_id = $1 AND q.runner IS NULL",
             dag.id)
         saw_queued = saw_queued or queued > 0
+        # Executions claimed by a runner now (the pool itself always has 10 actors alive).
+        driving = await store.pool.fetchval(
+            "SELECT count(*) FROM execution_queue q JOIN workflow_executions e "
+            "ON e.id = q.execution_id WHERE e.workflow_definition_id = $1 "
+            "AND q.runner IS NOT NULL", dag.id)
+        peak_driving = max(peak_driving, driving)
         peak_running = max(peak_running, counts.get("in_progress", 0))
         peak_actors = max(peak_actors, await asyncio.to_thread(_alive_execution_actors))
         if counts.get("completed", 0) == 200:
@@ -61,6 +67,7 @@ async def test_200_executions_under_a_cap_of_10_live_actors(store: EventStore) -
         await asyncio.sleep(0.2)
     assert peak_running <= 10, f"{peak_running} executions ran at once under a cap of 10"
     assert 0 < peak_actors <= 10, f"{peak_actors} execution actors were alive at once"
+    assert 0 < peak_driving <= 10, f"{peak_driving} executions were claimed at once"
     assert saw_queued, "with 200 submitted and 10 slots, some must have waited in the queue"
     statuses = {(await get_workflow_status(eid)).status for eid in ids}
     assert statuses == {"completed"}

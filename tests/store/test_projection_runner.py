@@ -11,7 +11,15 @@ import asyncpg
 import pytest
 
 from definitions import CANONICAL_WORKFLOWS
-from events import Event, EventRow, EventStore, WorkflowInitiated, connect_pool
+from events import (
+    Event,
+    EventRow,
+    EventStore,
+    StageStarted,
+    WorkflowInitiated,
+    connect_pool,
+    event_to_row,
+)
 from events.database import DBConnection
 from projections import ProjectionRunner, project_executions
 
@@ -117,30 +125,29 @@ async def test_concurrent_runners_apply_each_event_once(
 async def test_global_order_holds_across_a_power_of_ten_in_transaction_ids(
     store: EventStore, seen: SeenProjection
 ) -> None:
-    """Transaction ids must be compared as numbers: "1000" sorts before "999" as text."""
-    from events import StageStarted
+    """Transaction ids must be compared as numbers: "1000" sorts before "999" as text.
 
+    The log is written with transaction ids that straddle a power of ten below the server's
+    current one (they are past, so every reader sees them committed): no transaction ids
+    are burnt, so the test takes as long on a server that has run for years as on a new one."""
     async with store.pool.acquire() as conn:
         await conn.execute(f"ALTER TABLE {seen.table} ADD COLUMN ord BIGSERIAL")
         current = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
-        boundary = 10 ** len(str(current + 100))
-        for _ in range(max(0, boundary - current - 40)):  # burn ids up to shortly below it
-            await conn.fetchval("SELECT pg_current_xact_id()")
-    eid = str(uuid.uuid4())
-    await store.append([_initiated(eid)], expected_version=0)
-    seq = 1
-    last_txid = 0
-    while last_txid < boundary and seq < 400:  # append until the ids have crossed it
-        seq += 1
-        await store.append([StageStarted(execution_id=eid, seq=seq, at=NOW,
-                                         stage_id="opportunity_research")],
-                           expected_version=seq - 1)
-        last_txid = int(await store.pool.fetchval(
-            "SELECT txid::text FROM workflow_events WHERE execution_id = $1::uuid AND seq = $2",
-            eid, seq))
-    txids = [int(r[0]) for r in await store.pool.fetch(
-        "SELECT txid::text FROM workflow_events WHERE execution_id = $1::uuid ORDER BY seq", eid)]
-    assert min(txids) < boundary <= max(txids)
+        while current < 1200:  # a new server: move just past the first boundary, 10**3
+            current = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
+        boundary = 10 ** (len(str(current - 100)) - 1)
+        eid = str(uuid.uuid4())
+        events = [_initiated(eid)] + [
+            StageStarted(execution_id=eid, seq=seq, at=NOW, stage_id="opportunity_research")
+            for seq in range(2, 13)]
+        txids = [boundary - 6 + i for i in range(len(events))]  # …, 999, 1000, 1001, …
+        rows = [event_to_row(e) for e in events]
+        await conn.executemany(
+            "INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata, "
+            "created_at, txid) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7::text::xid8)",
+            [(*row, str(txid)) for row, txid in zip(rows, txids, strict=True)])
+    assert min(txids) < boundary <= max(txids) < current
+    seq = len(events)
     await ProjectionRunner(store.pool, [seen], batch_size=3).catch_up()
     applied = [r["seq"] for r in await store.pool.fetch(
         f"SELECT seq FROM {seen.table} WHERE execution_id = $1::uuid ORDER BY ord", eid)]

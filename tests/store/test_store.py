@@ -211,14 +211,56 @@ async def test_a_definition_stored_by_an_older_version_is_the_same_definition(
         await store.register_definition(changed)
 
 
-async def test_migrations_are_idempotent_and_safe_in_parallel(database_url: str) -> None:
-    conns = [await asyncpg.connect(database_url) for _ in range(3)]
+async def test_migrations_are_idempotent_and_safe_in_parallel(server_url: str) -> None:
+    """On a database nobody migrated: three at once apply every migration exactly once
+    between them, and a later run applies nothing."""
+    from events.migrations import MIGRATIONS
+    from tests.conftest import create_database
+
+    fresh = await create_database(server_url, "wfdag_migrate")
+    conns = [await asyncpg.connect(fresh) for _ in range(3)]
     try:
         applied = await asyncio.gather(*[migrate(c) for c in conns])
-        assert all(a == [] for a in applied)  # the store fixture migrated already
+        every = [version for version, _ in MIGRATIONS]
+        assert sorted(v for a in applied for v in a) == every, applied
+        assert sum(1 for a in applied if a) == 1, "one migrator did it all, under its lock"
+        assert await migrate(conns[0]) == []
+        tables = {r[0] for r in await conns[0].fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        assert {"workflow_events", "workflow_executions", "execution_queue"} <= tables
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_the_row_cache_of_one_database_is_not_used_for_another(server_url: str) -> None:
+    """The same execution id in two databases (an import, a copy): a store's remembered row
+    of one database must not be the base of the other's next row."""
+    from actors.runtime import new_store
+    from tests.conftest import create_database
+
+    stores = []
+    for _ in range(2):
+        url = await create_database(server_url, "wfdag_cache")
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        stores.append(await new_store(url))
+    try:
+        eid = str(uuid.uuid4())
+        for store, project in zip(stores, ("first", "second"), strict=True):
+            first = _initiated(eid).model_copy(update={"context": {"projectId": project}})
+            await store.append([first], expected_version=0)
+        # The first database's next append comes after the second database's row was written.
+        await stores[0].append([_started(eid, 2)], expected_version=1)
+        first_row = await fetch_status(stores[0].pool, eid)
+        assert first_row.context["projectId"] == "first"
+        assert (first_row.status, first_row.last_seq) == ("in_progress", 2)
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_wrong_database_url_is_a_clear_error() -> None:
