@@ -39,6 +39,8 @@ bench-quick: $(VENV)/.installed-bench
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python tests/module_sizes.py
 
 test: lint
 	$(BIN)/python -m pytest
