@@ -212,6 +212,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         END $$;
         """,
     ),
+    (
+        8,
+        # list_executions: newest first, filtered by status, workflow, organization or creator,
+        # a keyed page at a time — each from an index, never a scan.
+        """
+        CREATE INDEX workflow_executions_newest ON workflow_executions (started_at DESC, id DESC);
+        CREATE INDEX workflow_executions_status_newest
+          ON workflow_executions (status, started_at DESC, id DESC);
+        CREATE INDEX workflow_executions_workflow_newest
+          ON workflow_executions (workflow_definition_id, started_at DESC, id DESC);
+        CREATE INDEX workflow_executions_creator_newest
+          ON workflow_executions (created_by, started_at DESC, id DESC);
+        """,
+    ),
 ]
 
 

@@ -8,22 +8,27 @@ from projections.executions import (
     fetch_status,
     project_executions,
 )
+from projections.listing import EXECUTION_STATUSES, ExecutionPage, activity, list_executions
 from projections.metrics import MetricsProjection, apply_metrics, workflow_metrics
 from projections.replay import ExecutionSnapshot, snapshot
 from projections.runner import PROJECTIONS, Projection, ProjectionRunner, rebuild_projections
 
 __all__ = [
+    "EXECUTION_STATUSES",
     "PROJECTIONS",
     "TERMINAL_STATUSES",
+    "ExecutionPage",
     "ExecutionSnapshot",
     "ExecutionsProjector",
     "MetricsProjection",
     "Projection",
     "ProjectionRunner",
     "WorkflowStatus",
+    "activity",
     "apply_metrics",
     "execution_row",
     "fetch_status",
+    "list_executions",
     "project_executions",
     "rebuild_projections",
     "snapshot",

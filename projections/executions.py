@@ -235,6 +235,12 @@ async def fetch_status(
         eid, organization_id)
     if row is None:
         raise ExecutionNotFoundError(execution_id)
+    return status_of_row(row)
+
+
+def status_of_row(row: Any) -> WorkflowStatus:
+    """A :class:`WorkflowStatus` from a ``workflow_executions`` row joined with its queue row
+    (a ``waiting`` column: queued and not claimed)."""
     status = row["status"]
     if status == "initiated" and row["waiting"]:
         status = "queued"  # accepted, waiting in the queue for a free execution actor

@@ -14,22 +14,30 @@ read models, import), :mod:`~actors.api.sync` (the twins).
 
 from actors.api.admin import (
     execution_actor,
+    get_execution_runner,
     get_workflow_circuit_breaker_status,
     import_execution,
     initialize_workflow_system,
     list_circuit_breakers,
     rebuild_projections,
+    recover_executions,
     register_workflow,
     reset_workflow_circuit_breaker,
 )
 from actors.api.common import ready_store
-from actors.api.executions import execute_workflow_dag, retry_failed_workflow, rollback_workflow
+from actors.api.executions import (
+    check_start,
+    execute_workflow_dag,
+    retry_failed_workflow,
+    rollback_workflow,
+)
 from actors.api.queries import (
     get_available_workflows,
     get_execution_events,
     get_workflow,
     get_workflow_metrics,
     get_workflow_status,
+    list_executions,
     list_workflows,
     replay_execution,
     replay_history,
@@ -46,6 +54,7 @@ from actors.api.sync import (
     import_execution_sync,
     initialize_workflow_system_sync,
     list_circuit_breakers_sync,
+    list_executions_sync,
     list_workflows_sync,
     rebuild_projections_sync,
     register_workflow_sync,
@@ -57,22 +66,25 @@ from actors.api.sync import (
 )
 from actors.breakers import BreakerStatus
 from definitions import WaitTimeoutError
-from projections import ExecutionSnapshot, WorkflowStatus
+from projections import ExecutionPage, ExecutionSnapshot, WorkflowStatus
 
 #: The store with migrations applied (earlier name, kept for scripts that used it).
 _ready_store = ready_store
 
 __all__ = [
     "BreakerStatus",
+    "ExecutionPage",
     "ExecutionSnapshot",
     "WaitTimeoutError",
     "WorkflowStatus",
+    "check_start",
     "execute_workflow_dag",
     "execute_workflow_dag_sync",
     "execution_actor",
     "get_available_workflows",
     "get_execution_events",
     "get_execution_events_sync",
+    "get_execution_runner",
     "get_workflow",
     "get_workflow_circuit_breaker_status",
     "get_workflow_circuit_breaker_status_sync",
@@ -87,11 +99,14 @@ __all__ = [
     "initialize_workflow_system_sync",
     "list_circuit_breakers",
     "list_circuit_breakers_sync",
+    "list_executions",
+    "list_executions_sync",
     "list_workflows",
     "list_workflows_sync",
     "ready_store",
     "rebuild_projections",
     "rebuild_projections_sync",
+    "recover_executions",
     "register_workflow",
     "register_workflow_sync",
     "replay_execution",

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from actors.api.common import check_owner, ready_store
@@ -29,12 +30,16 @@ from events import (
     parse_execution_id,
 )
 from projections import (
+    ExecutionPage,
     ExecutionSnapshot,
     ProjectionRunner,
     WorkflowStatus,
     fetch_status,
     snapshot,
     workflow_metrics,
+)
+from projections import (
+    list_executions as _list_executions,
 )
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "get_workflow",
     "get_workflow_metrics",
     "get_workflow_status",
+    "list_executions",
     "list_workflows",
     "replay_execution",
     "replay_history",
@@ -61,6 +67,32 @@ async def get_workflow_status(
     ``organization_id`` behaves so)."""
     store = await ready_store()
     return await fetch_status(store.pool, execution_id, organization_id)
+
+
+async def list_executions(
+    *, status: str | None = None, workflow_id: str | None = None,
+    organization_id: str | None = None, created_by: str | None = None,
+    since: datetime | str | None = None, limit: int = 50, cursor: str | None = None,
+) -> ExecutionPage:
+    """Executions newest first, filtered by every argument given, ``limit`` a page
+    (1 to 1000): ``items`` are what :func:`get_workflow_status` returns, and ``next_cursor``,
+    passed back as ``cursor``, gives the next page (``None`` on the last).  ``since`` is a
+    time-zone-aware datetime or an ISO 8601 string; bad filters raise
+    ``InvalidArgumentError``."""
+    when: datetime | None
+    if isinstance(since, str):
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"since {since[:60]!r} is not an ISO 8601 time (e.g. 2026-12-01T00:00:00Z)"
+            ) from None
+    else:
+        when = since
+    store = await ready_store()
+    return await _list_executions(
+        store.pool, status=status, workflow_id=workflow_id, organization_id=organization_id,
+        created_by=created_by, since=when, limit=limit, cursor=cursor)
 
 
 async def get_execution_events(

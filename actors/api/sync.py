@@ -24,6 +24,7 @@ from actors.api.queries import (
     get_workflow,
     get_workflow_metrics,
     get_workflow_status,
+    list_executions,
     list_workflows,
     replay_execution,
     wait_for_workflow,
@@ -40,6 +41,7 @@ __all__ = [
     "import_execution_sync",
     "initialize_workflow_system_sync",
     "list_circuit_breakers_sync",
+    "list_executions_sync",
     "list_workflows_sync",
     "rebuild_projections_sync",
     "register_workflow_sync",
@@ -79,4 +81,5 @@ get_workflow_status_sync = _twin(get_workflow_status)
 get_execution_events_sync = _twin(get_execution_events)
 wait_for_workflow_sync = _twin(wait_for_workflow)
 list_workflows_sync = _twin(list_workflows)
+list_executions_sync = _twin(list_executions)
 get_workflow_sync = _twin(get_workflow)

@@ -11,6 +11,7 @@ from actors.cli.render import (
     describe_event,
     describe_snapshot,
     fmt_list,
+    fmt_opt,
     out,
     out_json,
     say,
@@ -25,12 +26,48 @@ async def cmd_workflows(args: argparse.Namespace) -> int:
     from actors.api import list_workflows
 
     dags = await list_workflows(include_inactive=args.all)
+    # The version a run uses when none is named: the latest active one of each id.
+    active = ({(d.id, d.version) for d in await list_workflows()} if args.all
+              else {(d.id, d.version) for d in dags})
     if args.json:
         out_json([{"id": d.id, "version": d.version, "name": d.name,
-                   "stages": len(d.stages)} for d in dags])
+                   "stages": len(d.stages), "active": (d.id, d.version) in active}
+                  for d in dags])
         return 0
-    table(["ID", "VER", "STAGES", "NAME"],
-          [[d.id, d.version, len(d.stages), d.name] for d in dags], right=(1, 2))
+    table(["ID", "VER", "STAGES", "ACTIVE", "NAME"],
+          [[d.id, d.version, len(d.stages), "yes" if (d.id, d.version) in active else "no",
+            d.name] for d in dags], right=(1, 2))
+    return 0
+
+
+def _duration(status: Any) -> str:
+    from datetime import UTC, datetime
+
+    if status.started_at is None:
+        return "-"
+    end = status.completed_at or datetime.now(UTC)
+    seconds = max(0.0, (end - status.started_at).total_seconds())
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    from actors.api import list_executions
+
+    page = await list_executions(status=args.status, workflow_id=args.workflow,
+                                 organization_id=args.org, since=args.since, limit=args.limit,
+                                 cursor=args.cursor)
+    if args.json:
+        out(page.model_dump_json(indent=2))
+        return 0
+    table(["ID", "WORKFLOW", "STATUS", "STAGE", "STARTED", "DURATION"],
+          [[s.execution_id, s.workflow_id, s.status, s.current_stage or "-",
+            fmt_opt(s.started_at), _duration(s)] for s in page.items], right=(5,))
+    if page.next_cursor:
+        say(f"more: `wfdag list --cursor {page.next_cursor}` (with the same filters)")
     return 0
 
 
@@ -41,7 +78,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         out(status.model_dump_json(indent=2))
         return 0
-    out(f"execution     {status.execution_id}")
+    out(status.execution_id)  # alone on its line: `head -1` captures it
     out(f"workflow      {status.workflow_id} v{status.workflow_version}")
     out(f"status        {status.status}")
     out(f"current stage {status.current_stage or '-'}")
@@ -176,6 +213,16 @@ def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("workflows", parents=[common], help="list the registered workflows")
     p.add_argument("--all", action="store_true", help="every version, inactive ones too")
     p.set_defaults(func=cmd_workflows)
+
+    p = sub.add_parser("list", parents=[common], help="list executions, newest first")
+    p.add_argument("--status", help="only executions in this status (queued, in_progress, "
+                   "completed, failed, rolled_back, cancelled, …)")
+    p.add_argument("--workflow", metavar="WORKFLOW_ID", help="only this workflow's")
+    p.add_argument("--since", metavar="ISO", help="only those started at or after this time "
+                   "(e.g. 2026-12-01T00:00:00Z)")
+    p.add_argument("--limit", type=int, default=50, help="at most N (default 50, up to 1000)")
+    p.add_argument("--cursor", help="the next page (printed under a full page)")
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("status", parents=[common], help="show an execution's status")
     p.add_argument("execution_id")
