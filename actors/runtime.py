@@ -21,7 +21,12 @@ from typing import Any, TypeVar
 import ray
 
 from actors.logs import get_logger
-from definitions import DEFAULT_MAX_PAYLOAD_BYTES, InvalidArgumentError, PayloadTooLargeError
+from definitions import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    ClusterUnavailableError,
+    InvalidArgumentError,
+    PayloadTooLargeError,
+)
 from events import EventStore, connect_pool, resolve_database_url
 from events.leases import project_queue
 from projections import ExecutionsProjector
@@ -158,8 +163,8 @@ def ensure_ray(address: str | None = None) -> None:
         config = settings()
         target = address or os.environ.get("RAY_ADDRESS")
         if target:
-            ray.init(address=target, namespace=NAMESPACE, log_to_driver=config.ray_log_to_driver)
-            log.info("ray.joined", address=target)
+            _join(target, config.ray_log_to_driver)
+            log.info("ray.joined", address=target, auth=os.environ.get("RAY_AUTH_MODE"))
             return
         started = time.monotonic()
         # The local Ray's processes (and so its workers) inherit the environment at the
@@ -186,6 +191,44 @@ def ensure_ray(address: str | None = None) -> None:
         # Start idle workers now so that the first fork does not wait on process starts.
         ray.get([_warm.remote(0.3) for _ in range(config.warm_workers)])
         log.info("ray.started", seconds=round(time.monotonic() - started, 2))
+
+
+def ray_auth_token_found() -> bool:
+    """A Ray token is there for a client to present (``RAY_AUTH_TOKEN``, the file named by
+    ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``, which Ray 2.60 writes on its first
+    start)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return os.path.isfile(path)
+
+
+def _join(target: str, log_to_driver: bool) -> None:
+    """Join an existing cluster.  Ray 2.60's clients present a token only with
+    ``RAY_AUTH_MODE=token``: when the user did not say and a token is there, wfdag says it
+    for them (a cluster without auth ignores it).  A refusal is one line, not 20 s of
+    retries and a traceback."""
+    if "RAY_AUTH_MODE" not in os.environ and ray_auth_token_found():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        # Ray read its config when it was imported: have it read the mode again (what Ray's
+        # own token set-up does, ray 2.60 ``authentication_token_setup._enable_token_auth``).
+        from ray._raylet import Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+    try:
+        ray.init(address=target, namespace=NAMESPACE, log_to_driver=log_to_driver)
+    except Exception as exc:  # Ray raises ConnectionError, AuthenticationError, RuntimeError…
+        text = str(exc)
+        if "auth" in text.lower() or "token" in text.lower():
+            hint = ("the cluster wants a token: set RAY_AUTH_MODE=token and put the cluster's "
+                    "token in RAY_AUTH_TOKEN (or the file RAY_AUTH_TOKEN_PATH names, or "
+                    "~/.ray/auth_token)")
+        else:
+            hint = ("check that the head runs and that RAY_ADDRESS is host:port of its GCS "
+                    "(`ray status` on the head prints it)")
+        raise ClusterUnavailableError(
+            f"could not join the Ray cluster at {target}: {text.splitlines()[0][:200]}; "
+            f"{hint}") from None
 
 
 _url_lock = threading.Lock()

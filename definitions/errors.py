@@ -242,6 +242,10 @@ class DatabaseConfigError(WfdagError):
     """The database cannot be reached or set up; the message says what to check."""
 
 
+class ClusterUnavailableError(WfdagError):
+    """The Ray cluster named (``RAY_ADDRESS``) cannot be joined; the message says what to set."""
+
+
 # --- classification -----------------------------------------------------------------------
 
 _RETRYABLE_HTTP = frozenset({408, 429, 502, 503, 504})

@@ -35,6 +35,7 @@ __all__ = [
     "enqueue",
     "execution_lock_key",
     "hand_back",
+    "hand_back_unheld",
     "lease_holder",
     "lease_is_free",
     "project_queue",
@@ -146,6 +147,29 @@ async def hand_back(conn: DBConnection, runner: str) -> None:
         "UPDATE execution_queue SET orphaned_by = array_remove(orphaned_by, $1), "
         "runner = CASE WHEN runner = $1 THEN NULL ELSE runner END "
         "WHERE runner = $1 OR $1 = ANY(orphaned_by)", runner)
+
+
+async def hand_back_unheld(conn: DBConnection, runners: Sequence[str]) -> list[str]:
+    """Give back, uncounted, what ``runners`` were driving when they were stopped on purpose
+    (a service stopping): rows whose lease nobody holds any more.  Returns those executions."""
+    rows = await conn.fetch(
+        "SELECT execution_id FROM execution_queue WHERE runner = ANY($1::text[])",
+        list(runners))
+    given: list[str] = []
+    for row in rows:
+        eid = str(row["execution_id"])
+        key = execution_lock_key(eid)
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            continue  # a live runner (of another cluster, maybe) drives it
+        try:
+            await conn.execute(
+                "UPDATE execution_queue SET runner = NULL, "
+                "orphaned_by = array_remove(orphaned_by, runner) WHERE execution_id = $1::uuid",
+                eid)
+            given.append(eid)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    return given
 
 
 async def release(lease_conn: DBConnection, execution_id: str) -> None:

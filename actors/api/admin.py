@@ -43,11 +43,13 @@ from projections import rebuild_projections as _rebuild
 
 __all__ = [
     "execution_actor",
+    "get_execution_runner",
     "get_workflow_circuit_breaker_status",
     "import_execution",
     "initialize_workflow_system",
     "list_circuit_breakers",
     "rebuild_projections",
+    "recover_executions",
     "register_workflow",
     "reset_workflow_circuit_breaker",
 ]
@@ -66,25 +68,37 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
     Returns ``{"workflows": [...ids], "resumed": [...ids], "dead_lettered": [...ids],
     "pool": size}``.
     """
-    log = get_logger()
-    store = await ready_store(refresh=True)
+    await ready_store(refresh=True)
     ensure_ray()
     url = get_database_url()
     handles = await ensure_pool(url, refresh=True)
     await ensure_projector(url).ready.remote()
-    resumed: list[str] = []
-    dead: list[str] = []
-    if resume:
-        report = await recovery_sweep(store, max_recoveries=settings().max_recoveries)
-        for eid in report.resumed:
-            log.info("execution.resumed", execution_id=eid)
-        for eid, done in report.dead_lettered.items():
-            record_events(done.workflow_id, done.events)
-            log.error("execution.dead_lettered", execution_id=eid, reason=done.reason[:500],
-                      next_step=f"fix the cause, then `wfdag retry {eid}`")
-        resumed, dead = report.resumed, list(report.dead_lettered)
-    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": resumed,
-            "dead_lettered": dead, "pool": len(handles)}
+    report = await recover_executions() if resume else {"resumed": [], "dead_lettered": []}
+    return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": report["resumed"],
+            "dead_lettered": report["dead_lettered"], "pool": len(handles)}
+
+
+async def recover_executions() -> dict[str, list[str]]:
+    """The recovery sweep alone (see :func:`initialize_workflow_system`), on PostgreSQL only:
+    it queues what no live runner drives (or dead-letters it) and starts no runner — the
+    runners of the service or of a cluster adopt what it queued.  Returns
+    ``{"resumed": [...ids], "dead_lettered": [...ids]}``."""
+    log = get_logger()
+    store = await ready_store()
+    report = await recovery_sweep(store, max_recoveries=settings().max_recoveries)
+    for eid in report.resumed:
+        log.info("execution.resumed", execution_id=eid)
+    for eid, done in report.dead_lettered.items():
+        record_events(done.workflow_id, done.events)
+        log.error("execution.dead_lettered", execution_id=eid, reason=done.reason[:500],
+                  next_step=f"fix the cause, then `wfdag retry {eid}`")
+    return {"resumed": list(report.resumed), "dead_lettered": list(report.dead_lettered)}
+
+
+async def get_execution_runner(execution_id: str) -> str | None:
+    """The name of the runner that drives the execution now (it holds its lease), or ``None``
+    when none does: it ended, it waits in the queue, or nobody is there to drive it."""
+    return await _runner_of(parse_execution_id(execution_id))
 
 
 async def register_workflow(dag: WorkflowDAG | Mapping[str, Any]) -> WorkflowDAG:

@@ -18,14 +18,34 @@ from actors.api.common import (
 from actors.logs import get_logger
 from actors.runner import ensure_pool
 from actors.runtime import check_payload_size, ensure_ray, get_database_url
-from definitions import ConcurrencyError, ExecutionStateError, InvalidContextError
+from actors.service.record import live_service
+from definitions import ConcurrencyError, ExecutionStateError, InvalidContextError, WorkflowDAG
 from events import EventStore, RollbackRequested, WorkflowInitiated
 from events.secrets import seal_secrets
 from projections import WorkflowStatus, fetch_status
 
-__all__ = ["execute_workflow_dag", "retry_failed_workflow", "rollback_workflow"]
+__all__ = ["check_start", "ensure_runners", "execute_workflow_dag", "retry_failed_workflow",
+           "rollback_workflow"]
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5f0c6a2e-9d1b-4f53-8f0e-6b3c2a7d9e41")
+
+
+async def ensure_runners() -> None:
+    """Make sure runners will take what the caller just queued.  The service of this
+    ``$WFDAG_HOME`` on the same database owns them when it is up (and this process has not
+    joined a Ray of its own): the queue is all it needs, no Ray starts here.  Otherwise this
+    process joins ``RAY_ADDRESS`` or starts a local Ray and the pool, as a library caller did
+    before the service."""
+    import os
+
+    import ray
+
+    url = get_database_url()
+    if (not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+            and live_service(url) is not None):
+        return
+    ensure_ray()
+    await ensure_pool(url)
 
 
 async def _start(
@@ -58,12 +78,11 @@ async def _start(
         return execution_id
     log.info("execution.initiated", workflow_id=dag["id"], version=dag["version"],
              retry_of=retry_of)
-    ensure_ray()
-    await ensure_pool(get_database_url())
+    await ensure_runners()
     return execution_id
 
 
-async def execute_workflow_dag(
+async def check_start(
     workflow_id: str,
     context: Mapping[str, Any],
     user_id: str,
@@ -71,13 +90,10 @@ async def execute_workflow_dag(
     version: int | None = None,
     idempotency_key: str | None = None,
     organization_id: str | None = None,
-) -> str:
-    """Start an execution; returns its id once ``workflow_initiated`` is durable and the pool
-    of execution actors runs.  Unknown workflow or a context that is not a JSON object → an
-    error, nothing written.  With ``idempotency_key``, every call with the same key for the
-    same workflow (concurrent ones too) starts at most one execution and returns its id.
-    The execution belongs to the context's ``organizationId``; with ``organization_id`` the
-    context's must be the same (or absent: it is set)."""
+) -> tuple[WorkflowDAG, dict[str, Any]]:
+    """Everything :func:`execute_workflow_dag` checks, with nothing written and nothing
+    started: the definition it would run and the context it would store (secrets sealed).
+    Raises what it would raise."""
     check_user(user_id)
     ctx = check_context(context)
     ctx = seal_secrets(ctx)  # nothing under a secret-like key is stored in plain text
@@ -93,8 +109,29 @@ async def execute_workflow_dag(
                 f"organization {organization_id!r}")
     check_idempotency_key(idempotency_key)
     store = await ready_store()
-    dag = await store.get_definition(workflow_id, version)
-    return await _start(store, dag.model_dump(mode="json"), ctx, user_id,
+    return await store.get_definition(workflow_id, version), ctx
+
+
+async def execute_workflow_dag(
+    workflow_id: str,
+    context: Mapping[str, Any],
+    user_id: str,
+    *,
+    version: int | None = None,
+    idempotency_key: str | None = None,
+    organization_id: str | None = None,
+) -> str:
+    """Start an execution; returns its id once ``workflow_initiated`` is durable and runners
+    will take it (the service's when it is up, else this process's pool).  Unknown workflow
+    or a context that is not a JSON object → an error, nothing written.  With
+    ``idempotency_key``, every call with the same key for the same workflow (concurrent ones
+    too) starts at most one execution and returns its id.  The execution belongs to the
+    context's ``organizationId``; with ``organization_id`` the context's must be the same (or
+    absent: it is set)."""
+    dag, ctx = await check_start(workflow_id, context, user_id, version=version,
+                                 idempotency_key=idempotency_key,
+                                 organization_id=organization_id)
+    return await _start(await ready_store(), dag.model_dump(mode="json"), ctx, user_id,
                         idempotency_key=idempotency_key)
 
 
@@ -124,8 +161,7 @@ async def rollback_workflow(
             continue  # another request (or the actor) got there first: look again
         get_logger(execution_id=status.execution_id).info(
             "execution.rollback_requested", user_id=user_id)
-        ensure_ray()
-        await ensure_pool(get_database_url())
+        await ensure_runners()
         return await fetch_status(store.pool, status.execution_id)
     raise ExecutionStateError(execution_id, "busy", "a rollback", "settled")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from actors.cli.render import describe_event, out, out_json, say
+from actors.cli.server import runners_for
+from definitions import WfdagError
 
 __all__ = ["SEED_CONTEXT", "UsageError", "add_verbs", "load_json_arg"]
 
@@ -16,6 +18,11 @@ SEED_CONTEXT = {"userId": "user-123", "organizationId": "org-456", "projectId": 
 
 class UsageError(Exception):
     """Bad input on the command line (exit 2): the message says what is wrong."""
+
+
+class NotDrivenError(WfdagError):
+    """``wfdag wait`` on an execution that nothing drives (exit 1): the message names the
+    command that resumes it."""
 
 
 def load_json_arg(text: str, what: str) -> Any:
@@ -47,7 +54,7 @@ async def _follow(execution_id: str, timeout: float | None, org: str | None) -> 
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    from actors.api import execute_workflow_dag, get_workflow, initialize_workflow_system
+    from actors.api import check_start, execute_workflow_dag
 
     if args.context is None:
         context: Any = dict(SEED_CONTEXT, **({"organizationId": args.org} if args.org else {}))
@@ -55,12 +62,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
         context = load_json_arg(args.context, "--context")
         if not isinstance(context, dict):
             raise UsageError(f"--context must be a JSON object, got {type(context).__name__}")
-    await get_workflow(args.workflow, args.version)  # unknown → not found, before Ray starts
-    say(f"starting {args.workflow} (a local Ray starts on first use: a few seconds)…")
-    # A local Ray ends with this process: executions it left unfinished resume here.
-    report = await initialize_workflow_system()
-    if report["resumed"]:
-        say(f"resumed {len(report['resumed'])} unfinished execution(s)")
+    # Every input error (an unknown workflow, a bad context…) before anything starts.
+    await check_start(args.workflow, context, args.user, version=args.version,
+                      idempotency_key=args.idempotency_key, organization_id=args.org)
+    await runners_for("`wfdag run`")
     execution_id = await execute_workflow_dag(
         args.workflow, context, args.user, version=args.version,
         idempotency_key=args.idempotency_key, organization_id=args.org)
@@ -69,8 +74,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
             out_json({"execution_id": execution_id})
         else:
             out(execution_id)
-        say(f"started; follow it with `wfdag wait {execution_id}`. With a local Ray (no "
-            f"RAY_ADDRESS) it runs while a wfdag process runs and resumes with the next one")
+        say(f"started; it runs on without this command — follow it with "
+            f"`wfdag wait {execution_id}`")
         return 0
     if not args.json:
         out(execution_id)
@@ -85,7 +90,41 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _check_state(execution_id: str, org: str | None, action: str,
+                       allowed: tuple[str, ...], needed: str) -> None:
+    """The API's refusal (not found, wrong state), before any runner is started for it."""
+    from actors.api import get_workflow_status
+    from definitions import ExecutionStateError
+
+    status = await get_workflow_status(execution_id, organization_id=org)
+    if status.status not in allowed:
+        raise ExecutionStateError(status.execution_id, status.status, action, needed)
+
+
+async def _check_driven(execution_id: str, org: str | None) -> None:
+    """An execution that has not ended and that nobody will drive is said so at once."""
+    import os
+
+    from actors.api import get_execution_runner, get_workflow_status, recover_executions
+    from actors.runtime import get_database_url
+    from actors.service import live_service
+
+    status = await get_workflow_status(execution_id, organization_id=org)
+    if status.terminal or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster's runners take it (or it ended: the wait returns at once)
+    if await get_execution_runner(status.execution_id) is not None:
+        return  # a live runner drives it
+    if live_service(get_database_url()) is not None:
+        await recover_executions()  # queued for the service's runners, if it was not
+        return
+    raise NotDrivenError(
+        f"execution {status.execution_id} is {status.status} and nothing drives it: no wfdag "
+        f"service is up and no runner holds it. Resume it with `wfdag recover` (it starts the "
+        f"service), then `wfdag wait {status.execution_id}`")
+
+
 async def cmd_wait(args: argparse.Namespace) -> int:
+    await _check_driven(args.execution_id, args.org)
     status = await _follow(args.execution_id, args.timeout, args.org)
     if args.json:
         out_json(status.model_dump(mode="json"))
@@ -97,6 +136,10 @@ async def cmd_wait(args: argparse.Namespace) -> int:
 async def cmd_rollback(args: argparse.Namespace) -> int:
     from actors.api import rollback_workflow, wait_for_workflow
 
+    await _check_state(args.execution_id, args.org, "a rollback",
+                       ("completed", "failed", "rolled_back", "compensating"),
+                       "completed or failed")
+    await runners_for("`wfdag rollback`")
     status = await rollback_workflow(args.execution_id, args.user, organization_id=args.org)
     say(f"{status.execution_id}: {status.status}")
     if args.wait:
@@ -111,6 +154,9 @@ async def cmd_rollback(args: argparse.Namespace) -> int:
 async def cmd_retry(args: argparse.Namespace) -> int:
     from actors.api import retry_failed_workflow, wait_for_workflow
 
+    await _check_state(args.execution_id, args.org, "a retry", ("failed", "rolled_back"),
+                       "failed or rolled_back")
+    await runners_for("`wfdag retry`")
     new_id = await retry_failed_workflow(args.execution_id, args.user,
                                          organization_id=args.org)
     if not args.wait:
@@ -130,10 +176,12 @@ async def cmd_retry(args: argparse.Namespace) -> int:
 
 
 async def cmd_recover(args: argparse.Namespace) -> int:
-    from actors.api import initialize_workflow_system
+    from actors.api import recover_executions
 
+    setup = await runners_for("`wfdag recover`")
     say("recovery sweep: executions no live execution actor drives…")
-    report = await initialize_workflow_system()
+    swept = await recover_executions()  # the runners of the service (or cluster) adopt them
+    report: dict[str, Any] = {**swept, "pool": setup["pool"] if setup else _service_pool()}
     if args.json:
         out(json.dumps({k: report[k] for k in ("resumed", "dead_lettered", "pool")}))
         return 0
@@ -146,6 +194,13 @@ async def cmd_recover(args: argparse.Namespace) -> int:
         + (" (a dead-lettered one says why and what to do next)"
            if report["dead_lettered"] else ""))
     return 0
+
+
+def _service_pool() -> int:
+    from actors.service import live_service
+
+    record = live_service()
+    return record.pool_size if record is not None else 0
 
 
 def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:

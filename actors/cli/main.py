@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from actors.cli import admin, execute, inspect
+from actors.cli import admin, execute, inspect, server
 from actors.cli.execute import UsageError
 from actors.cli.render import say, set_stdout
 
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_verbs(sub, common)
     inspect.add_verbs(sub, common)
     admin.add_verbs(sub, common)
+    server.add_verbs(sub, common)
     for choice in sub.choices.values():
         choice.epilog = _EPILOG
     return parser

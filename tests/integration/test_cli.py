@@ -16,9 +16,17 @@ from tests.integration.helpers import register_chain, stage
 
 
 def wfdag(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
+    """The CLI in a process of its own.  A verb that needs runners joins this suite's Ray (as
+    an operator's would join a cluster named by RAY_ADDRESS) rather than start a service;
+    Ray's token is found without RAY_AUTH_MODE (the CLI sets it)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     env["WFDAG_RAY_DASHBOARD"] = "0"
+    import ray
+
+    if ray.is_initialized():
+        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    else:
+        env.pop("RAY_ADDRESS", None)
     return subprocess.run(
         [sys.executable, "-m", "actors.cli", *args], cwd=REPO, env=env, text=True,
         capture_output=True, timeout=timeout, check=False,
@@ -80,6 +88,7 @@ async def test_cli_status_and_events_of_an_execution() -> None:
     assert [e["seq"] for e in exported] == list(range(1, len(lines) + 1))
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_cli_run_wait_shows_progress_and_succeeds(database_url: str) -> None:
     result = wfdag("run", "opportunity-discovery-v1", "--wait", "--timeout", "90")
     assert result.returncode == 0, result.stderr
@@ -115,8 +124,8 @@ async def test_cli_breakers_list_and_reset(tmp_dir: object) -> None:
     assert reset.returncode == 0, reset.stderr
     assert "reset: closed, 0 failures" in reset.stdout
     assert (await get_workflow_circuit_breaker_status(dag.id, "call")).state == "closed"
-    # The CLI ran its own local Ray, so its own registry: this session's registry heard of the
-    # reset through the database and reloaded it.
+    # The CLI resets through the database (no Ray): this session's registry heard of the
+    # reset and reloaded it.
     import ray
 
     from actors.breakers import REGISTRY_NAME

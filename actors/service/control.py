@@ -1,0 +1,87 @@
+"""Starting, stopping and asking after the service (what ``wfdag server …`` calls)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from actors.service.record import ServiceRecord, live_service, log_path, pid_alive
+from definitions import WfdagError
+
+__all__ = ["START_TIMEOUT_SECONDS", "ServiceError", "start_service", "stop_service"]
+
+START_TIMEOUT_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 60.0
+
+
+class ServiceError(WfdagError):
+    """The service could not be started or stopped; the message says what to do."""
+
+
+def start_service(database_url: str | None = None, *,
+                  progress: Callable[[str], None] | None = None) -> tuple[ServiceRecord, bool]:
+    """Start the service of this ``$WFDAG_HOME`` in the background (a session of its own, so
+    that it outlives the caller and its terminal), and return once it accepts work.
+    ``(record, started)``: ``started`` is False when it was running already."""
+    running = live_service()
+    if running is not None:
+        return running, False
+    log = log_path()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if database_url:
+        env["WFDAG_DATABASE_URL"] = database_url
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.service.process"], stdin=subprocess.DEVNULL,
+            stdout=out, stderr=out, env=env, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    shown = 0.0
+    while True:
+        record = live_service()
+        if record is not None and record.pid == proc.pid:
+            return record, True
+        code = proc.poll()
+        if code is not None:
+            other = live_service()
+            if other is not None:  # another start won the race
+                return other, False
+            raise ServiceError(f"the wfdag service exited at start (code {code}); its log "
+                               f"says why: {log}")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise ServiceError(f"the wfdag service did not come up within "
+                               f"{START_TIMEOUT_SECONDS:g}s; see {log}")
+        if progress is not None and time.monotonic() - shown >= 5:
+            shown = time.monotonic()
+            progress("waiting for the service (Ray, migrations, the pool)…")
+        time.sleep(0.2)
+
+
+def stop_service() -> ServiceRecord | None:
+    """Stop the service of this ``$WFDAG_HOME`` (SIGTERM: it stops Ray, hands back what ran);
+    ``None`` when none ran.  It is killed if it does not end within a minute."""
+    record = live_service()
+    if record is None:
+        return None
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while pid_alive(record.pid):
+        _reap(record.pid)
+        if time.monotonic() > deadline:
+            os.killpg(record.pid, signal.SIGKILL)  # its session: Ray's processes too
+            ServiceRecord.remove(record.pid)
+            break
+        time.sleep(0.1)
+    return record
+
+
+def _reap(pid: int) -> None:
+    """A service started by this very process is its child: collect it once it ended."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,162 @@
+"""The wfdag service, as an operator uses it: its own $WFDAG_HOME, database and local Ray.
+
+One service is started (by `wfdag run`, on its own), used, stopped mid-stage and started
+again; every step goes through the `wfdag` command line in processes of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, isolated_env, new_database
+
+WORKFLOW = """
+id: service-flow-v1
+name: Service flow
+version: 1
+initial_stage: one
+final_stages: [two]
+stages:
+  - {id: one, name: One, agent: "tests.agents:effectful", timeout_seconds: 60,
+     retry_config: STANDARD}
+  - {id: two, name: Two, agent: "tests.agents:effectful", timeout_seconds: 60,
+     retry_config: STANDARD}
+transitions:
+  - {from_stage: one, to_stage: two}
+"""
+
+
+class Service:
+    def __init__(self, home: Path, url: str) -> None:
+        self.home = home
+        self.url = url
+        self.env = isolated_env(WFDAG_HOME=str(home), WFDAG_DATABASE_URL=url,
+                                WFDAG_POOL_SIZE="2", WFDAG_RAY_DASHBOARD="0",
+                                WFDAG_WARM_WORKERS="2", PYTHONPATH=str(REPO))
+        self.env.pop("RAY_AUTH_MODE", None)
+
+    def wfdag(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "actors.cli", *args], cwd=REPO,
+                              env=self.env, text=True, capture_output=True, timeout=timeout,
+                              check=False)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "actors.cli", *args], cwd=REPO,
+                                env=self.env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    def record(self) -> dict[str, Any] | None:
+        path = self.home / "service.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def status_of(self, eid: str) -> dict[str, Any]:
+        result = self.wfdag("status", eid, "--json", timeout=60)
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    def wait_for(self, eid: str, status: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.status_of(eid)
+            if current["status"] == status:
+                return current
+            assert time.monotonic() < deadline, f"{eid} is {current['status']}, not {status}"
+            time.sleep(0.3)
+
+    def calls(self, work: Path, stage: str) -> int:
+        path = work / f"calls-{stage}"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _session_members(sid: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], text=True, capture_output=True,
+                         check=True).stdout
+    return [line for line in out.splitlines()
+            if line.split()[1:2] == [str(sid)] and line.split()[0] != str(sid)]
+
+
+@pytest.fixture
+def service(server_url: str, tmp_path: Path) -> Iterator[Service]:
+    svc = Service(tmp_path / "home", new_database(server_url, "wfdag_service"))
+    yield svc
+    svc.wfdag("server", "stop", timeout=120)
+
+
+def test_the_service_owns_executions_started_from_the_cli(service: Service,
+                                                            tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(WORKFLOW)
+    down = service.wfdag("server", "status")
+    assert down.returncode == 1 and "down" in down.stdout
+
+    registered = service.wfdag("register", str(flow))
+    assert registered.returncode == 0, registered.stderr
+    assert "registered service-flow-v1 v1" in registered.stdout
+
+    # `run` without --wait starts the service (saying so), prints the id and returns.
+    context = json.dumps({"dir": str(work), "seconds": 0.2})
+    started = service.wfdag("run", "service-flow-v1", "--context", context)
+    assert started.returncode == 0, started.stderr
+    assert "started the wfdag service" in started.stderr and "wfdag server stop" in started.stderr
+    eid = started.stdout.strip().splitlines()[-1]
+    assert service.wait_for(eid, "completed", 60)["workflow_id"] == "service-flow-v1"
+
+    status = service.wfdag("server", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["up"] and report["runners"] == 2
+    assert "already running" in service.wfdag("server", "start").stderr
+
+    # A `run --wait` killed with SIGKILL mid-stage: the service sees the execution through.
+    context = json.dumps({"dir": str(work), "seconds": 3})
+    waiting = service.popen("run", "service-flow-v1", "--context", context, "--wait")
+    assert waiting.stdout is not None
+    eid = waiting.stdout.readline().strip()
+    before = service.calls(work, "one")
+    deadline = time.monotonic() + 60
+    while service.calls(work, "one") == before:
+        assert time.monotonic() < deadline, "stage one never started"
+        time.sleep(0.1)
+    waiting.send_signal(signal.SIGKILL)
+    waiting.wait(timeout=30)
+    service.wait_for(eid, "completed", 90)
+    effects = sorted(p.name for p in work.glob(f"effect-{eid}_*"))
+    assert effects == [f"effect-{eid}_one", f"effect-{eid}_two"], effects
+
+    # Stopped mid-stage: nothing of the service is left; started again, it resumes.
+    slow = service.wfdag("run", "service-flow-v1", "--context", context)
+    eid = slow.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 60
+    while service.status_of(eid)["status"] != "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    record = service.record()
+    assert record is not None
+    stopped = service.wfdag("server", "stop", timeout=120)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+    assert service.record() is None
+    assert not _session_members(record["pid"]), "processes of the service outlived it"
+    try:
+        os.kill(record["pid"], 0)
+        raise AssertionError("the service process is still alive")
+    except ProcessLookupError:
+        pass
+    assert service.status_of(eid)["status"] == "in_progress"  # waiting for a runner
+    again = service.wfdag("server", "start")
+    assert again.returncode == 0, again.stderr
+    done = service.wait_for(eid, "completed", 90)
+    assert [s["stage_id"] for s in done["context"]["executed_steps"]] == ["one", "two"]
+    effects = sorted(p.name for p in work.glob(f"effect-{eid}_*"))
+    assert effects == [f"effect-{eid}_one", f"effect-{eid}_two"], effects
