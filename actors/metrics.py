@@ -31,6 +31,7 @@ _ENDINGS = {
     "workflow_completed": "completed",
     "workflow_failed": "failed",
     "workflow_rolled_back": "rolled_back",
+    "workflow_cancelled": "cancelled",
 }
 
 
@@ -40,7 +41,7 @@ class _Metrics:
         self.executions = {
             kind: Counter(f"wfdag_executions_{kind}", f"Executions {kind.replace('_', ' ')}.",
                           tag_keys=wf)
-            for kind in ("started", "completed", "failed", "rolled_back")
+            for kind in ("started", "completed", "failed", "rolled_back", "cancelled")
         }
         self.stage_duration = Histogram(
             "wfdag_stage_duration_ms", "Duration of stage attempts, in milliseconds.",

@@ -17,18 +17,20 @@ from events.decide import (
     Readiness,
     attempt_events,
     compensation_events,
-    dead_letter_events,
     decide,
     readiness,
     rollback_order,
     upstream_outputs,
 )
+from events.endings import cancel_undriven_events, dead_letter_events
 
 # The write side's queue and lease commands (after the store: they use it).
 from events.leases import execution_lock_key, lease_is_free
 from events.migrations import migrate
 from events.models import (
+    REQUEST_EVENT_TYPES,
     TERMINAL_EVENT_TYPES,
+    CancelRequested,
     CompensationAttempt,
     CompensationCompleted,
     CompensationFailed,
@@ -43,6 +45,7 @@ from events.models import (
     StageFailed,
     StageSkipped,
     StageStarted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowInitiated,
@@ -55,7 +58,9 @@ from events.store import NOTIFY_CHANNEL, EventStore, Projector, parse_execution_
 
 __all__ = [
     "NOTIFY_CHANNEL",
+    "REQUEST_EVENT_TYPES",
     "TERMINAL_EVENT_TYPES",
+    "CancelRequested",
     "CompensationAttempt",
     "CompensationCompleted",
     "CompensationFailed",
@@ -78,12 +83,14 @@ __all__ = [
     "StageStarted",
     "StageState",
     "StageStatus",
+    "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowInitiated",
     "WorkflowRolledBack",
     "apply",
     "attempt_events",
+    "cancel_undriven_events",
     "compensation_events",
     "connect_pool",
     "database_reachable",

@@ -27,6 +27,7 @@ from events.models import (
     StageFailed,
     StageSkipped,
     StageStarted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRolledBack,
@@ -38,7 +39,6 @@ __all__ = [
     "Readiness",
     "attempt_events",
     "compensation_events",
-    "dead_letter_events",
     "decide",
     "readiness",
     "rollback_order",
@@ -168,6 +168,8 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
         return Decision()
 
     failed = state.stages_in("failed")
+    if state.cancel_requested_by is not None and not failed:
+        return _cancel_step(state, now)
     if failed:
         running = state.stages_in("running")
         if running:
@@ -198,6 +200,31 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
         events.append(WorkflowCompleted(execution_id=eid, seq=seq + len(events), at=now,
                                         duration_ms=_ms_between(state.started_at, now)))
     return Decision(events)
+
+
+def _cancel_step(state: ExecutionState, now: datetime) -> Decision:
+    """A cancel was requested: stop every running stage (each ends ``stage_cancelled``), then
+    compensate what completed (``compensate``: as a rollback does) or end ``cancelled``."""
+    running = state.stages_in("running")
+    if running:
+        return Decision(cancel=running)
+    eid = state.execution_id
+    seq = state.version + 1
+    if state.cancel_compensate:
+        order = rollback_order(state)
+        if order:
+            return Decision([RollbackStarted(
+                execution_id=eid, seq=seq, at=now, reason="cancel_requested", order=order,
+                error_message=_cancel_message(state))])
+    return Decision([WorkflowCancelled(
+        execution_id=eid, seq=seq, at=now, user_id=state.cancel_requested_by or "",
+        reason=state.cancel_reason, cancelled=state.stages_in("cancelled"),
+        duration_ms=_ms_between(state.started_at, now))])
+
+
+def _cancel_message(state: ExecutionState) -> str:
+    why = f": {state.cancel_reason}" if state.cancel_reason else ""
+    return f"cancelled by {state.cancel_requested_by}{why}"
 
 
 def _rollback_step(state: ExecutionState, now: datetime) -> list[Event]:
@@ -296,17 +323,18 @@ def attempt_events(
     A failed attempt is retried when its error is retryable and the stage's retry config has
     attempts left; the jittered delay (drawn from ``rng``) and the time of the next attempt are
     recorded, so a restarted actor waits out the same delay instead of drawing a new one.
-    Once another stage has failed, a failed attempt is not retried: the stage is cancelled.
+    Once another stage has failed, or a cancel was requested, a failed attempt is not retried:
+    the stage is cancelled.
     """
     failing = [sid for sid in state.stages_in("failed") if sid != stage_id]
-    if error is not None and failing:
+    if error is not None and (failing or state.cancel_requested_by is not None):
         common: dict[str, Any] = {"execution_id": state.execution_id, "at": now,
                                   "stage_id": stage_id}
+        reason = f"stage {failing[0]} failed" if failing else _cancel_message(state)
         return [
             StageAttempt(**common, seq=state.version + 1, attempt=attempt, outcome="failed",
                          duration_ms=duration_ms, error=error, breaker=breaker),
-            StageCancelled(**common, seq=state.version + 2,
-                           reason=f"stage {failing[0]} failed"),
+            StageCancelled(**common, seq=state.version + 2, reason=reason),
         ]
     return _ended(state, stage_id, (StageAttempt, StageCompleted, StageFailed),
                   attempt=attempt, now=now, duration_ms=duration_ms, output=output,
@@ -330,20 +358,3 @@ def compensation_events(
                   (CompensationAttempt, CompensationCompleted, CompensationFailed),
                   attempt=attempt, now=now, duration_ms=duration_ms, output=output,
                   error=error, rng=rng, extra={})
-
-
-def dead_letter_events(
-    state: ExecutionState, now: datetime, *, recoveries: int, reason: str
-) -> list[Event]:
-    """Give up on an execution that crashed its runner ``recoveries`` times: it fails, with the
-    reason, instead of being adopted again forever.  Nothing is compensated automatically (the
-    compensation would run in the same crashing runner); the message says what to do next."""
-    running = state.stages_in("running")
-    message = (
-        f"dead-lettered after {recoveries} runner crashes (last: {reason}); "
-        f"fix the cause, then `wfdag retry {state.execution_id}` or "
-        f"`wfdag rollback {state.execution_id}`"
-    )
-    return [WorkflowFailed(execution_id=state.execution_id, seq=state.version + 1, at=now,
-                           error_message=message, failed_stage=running[0] if running else None,
-                           duration_ms=_ms_between(state.started_at, now), dead_lettered=True)]

@@ -11,20 +11,22 @@ session) dies.  The queue row remembers who claimed it, how often its runners di
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 from events.database import DBConnection
-from events.decide import dead_letter_events
+from events.endings import dead_letter_events
 from events.models import TERMINAL_EVENT_TYPES, Event
 from events.state import fold
 from events.store import EventStore, Prepared, parse_execution_id
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "CANCEL_CHANNEL",
     "QUEUE_CHANNEL",
     "Claim",
     "DeadLettered",
@@ -36,6 +38,7 @@ __all__ = [
     "execution_lock_key",
     "hand_back",
     "hand_back_unheld",
+    "holding_lease",
     "lease_holder",
     "lease_is_free",
     "project_queue",
@@ -63,7 +66,24 @@ async def lease_is_free(conn: DBConnection, execution_id: str) -> bool:
         await conn.execute("SELECT pg_advisory_unlock($1)", key)
     return taken
 
+@contextlib.asynccontextmanager
+async def holding_lease(conn: DBConnection, execution_id: str) -> AsyncIterator[bool]:
+    """Hold the execution's lease on ``conn`` for the block, if nobody holds it: yields True
+    (no runner drives it, and none can claim it meanwhile) or False (a live runner drives it)."""
+    key = execution_lock_key(parse_execution_id(execution_id))
+    taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    try:
+        yield taken
+    finally:
+        if taken:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
 QUEUE_CHANNEL = "wfdag_queue"
+#: Notified (payload: the execution id) when a cancel is requested: the runner driving the
+#: execution wakes and absorbs the request at once instead of at its next append.
+CANCEL_CHANNEL = "wfdag_cancel"
+_QUEUEING = ("workflow_initiated", "rollback_requested", "cancel_requested")
 
 
 async def enqueue(conn: DBConnection, execution_id: str, at: datetime) -> None:
@@ -83,8 +103,10 @@ class _QueueProjector:
             await conn.execute("DELETE FROM execution_queue WHERE execution_id = $1::uuid",
                                last.execution_id)
             return
-        if any(e.type in ("workflow_initiated", "rollback_requested") for e in events):
+        if any(e.type in _QUEUEING for e in events):
             await enqueue(conn, last.execution_id, last.at)
+        if any(e.type == "cancel_requested" for e in events):
+            await conn.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, last.execution_id)
 
     async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
         """The same, inside the append's statement (applied only if the events are)."""
@@ -92,13 +114,19 @@ class _QueueProjector:
         if last.type in TERMINAL_EVENT_TYPES:
             return Prepared(ctes=["DELETE FROM execution_queue WHERE execution_id = {0}::uuid "
                                   "AND {ok}"], selects=[], params=[last.execution_id])
-        if any(e.type in ("workflow_initiated", "rollback_requested") for e in events):
+        if any(e.type in _QUEUEING for e in events):
+            # A cancel requeues an execution nobody drives (the runner that takes it ends it
+            # without running anything) and wakes the runner of one that runs.
+            cancel = any(e.type == "cancel_requested" for e in events)
             return Prepared(
                 ctes=["INSERT INTO execution_queue (execution_id, enqueued_at) "
                       "SELECT {0}::uuid, {1}::timestamptz WHERE {ok} "
                       "ON CONFLICT (execution_id) DO NOTHING"],
-                selects=["CASE WHEN {ok} THEN pg_notify({2}::text, {3}::text) END"],
-                params=[last.execution_id, last.at, QUEUE_CHANNEL, last.execution_id])
+                selects=["CASE WHEN {ok} THEN pg_notify({2}::text, {3}::text) END",
+                         *(["CASE WHEN {ok} THEN pg_notify({4}::text, {3}::text) END"]
+                           if cancel else [])],
+                params=[last.execution_id, last.at, QUEUE_CHANNEL, last.execution_id,
+                        *([CANCEL_CHANNEL] if cancel else [])])
         return Prepared(ctes=[], selects=[], params=[])
 
 

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
+    "REQUEST_EVENT_TYPES",
     "TERMINAL_EVENT_TYPES",
+    "CancelRequested",
     "CompensationAttempt",
     "CompensationCompleted",
     "CompensationFailed",
@@ -29,6 +31,7 @@ __all__ = [
     "StageFailed",
     "StageSkipped",
     "StageStarted",
+    "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowFailed",
     "WorkflowInitiated",
@@ -132,11 +135,21 @@ class RollbackRequested(_EventBase):
     user_id: str
 
 
+class CancelRequested(_EventBase):
+    """Someone asked to stop an execution that has not ended (appended by the caller, not by
+    the runner: the runner that drives it absorbs it, stops what runs, and ends it)."""
+
+    type: Literal["cancel_requested"] = "cancel_requested"
+    user_id: str
+    compensate: bool = False
+    reason: str | None = None
+
+
 class RollbackStarted(_EventBase):
     """Compensation begins: the stages to undo, in order (reverse order of completion)."""
 
     type: Literal["rollback_started"] = "rollback_started"
-    reason: Literal["workflow_failed", "rollback_requested"]
+    reason: Literal["workflow_failed", "rollback_requested", "cancel_requested"]
     order: list[str]
     error_message: str | None = None
 
@@ -167,6 +180,17 @@ class WorkflowRolledBack(_EventBase):
     duration_ms: int = Field(ge=0)
 
 
+class WorkflowCancelled(_EventBase):
+    """The execution was stopped on request: ``cancelled`` lists the stages stopped while they
+    ran (or waited for a retry)."""
+
+    type: Literal["workflow_cancelled"] = "workflow_cancelled"
+    user_id: str
+    reason: str | None = None
+    cancelled: list[str] = Field(default_factory=list)
+    duration_ms: int = Field(ge=0)
+
+
 class WorkflowCompleted(_EventBase):
     type: Literal["workflow_completed"] = "workflow_completed"
     duration_ms: int = Field(ge=0)
@@ -190,27 +214,34 @@ Event = Annotated[
     | StageSkipped
     | StageCancelled
     | RollbackRequested
+    | CancelRequested
     | RollbackStarted
     | CompensationStarted
     | CompensationAttempt
     | CompensationCompleted
     | CompensationFailed
     | WorkflowRolledBack
+    | WorkflowCancelled
     | WorkflowCompleted
     | WorkflowFailed,
     Field(discriminator="type"),
 ]
 
-TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed", "workflow_rolled_back"})
+TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed", "workflow_rolled_back",
+                                  "workflow_cancelled"})
+#: Events another writer than the execution's runner may append while the runner drives it:
+#: the runner absorbs them (see ``actors.runner.drive``) instead of taking them for a fence.
+REQUEST_EVENT_TYPES = frozenset({"cancel_requested"})
 
 _ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 _BY_TYPE: dict[str, type[_EventBase]] = {
     cls.model_fields["type"].default: cls
     for cls in (WorkflowInitiated, StageStarted, StageAttempt, StageCompleted, StageFailed,
-                StageSkipped, StageCancelled, RollbackRequested, RollbackStarted,
-                CompensationStarted, CompensationAttempt, CompensationCompleted,
-                CompensationFailed, WorkflowRolledBack, WorkflowCompleted, WorkflowFailed)
+                StageSkipped, StageCancelled, RollbackRequested, CancelRequested,
+                RollbackStarted, CompensationStarted, CompensationAttempt,
+                CompensationCompleted, CompensationFailed, WorkflowRolledBack,
+                WorkflowCancelled, WorkflowCompleted, WorkflowFailed)
 }
 _FIELDS: dict[str, frozenset[str]] = {
     name: frozenset(cls.model_fields) for name, cls in _BY_TYPE.items()

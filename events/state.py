@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from definitions import WorkflowDAG
 from events.models import (
+    CancelRequested,
     CompensationAttempt,
     CompensationCompleted,
     CompensationFailed,
@@ -22,6 +23,7 @@ from events.models import (
     StageFailed,
     StageSkipped,
     StageStarted,
+    WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowInitiated,
@@ -38,11 +40,13 @@ __all__ = [
 ]
 
 ExecutionStatus = Literal[
-    "initiated", "in_progress", "compensating", "completed", "failed", "rolled_back"
+    "initiated", "in_progress", "compensating", "completed", "failed", "rolled_back",
+    "cancelled",
 ]
 StageStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 CompensationStatus = Literal["running", "completed", "failed"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "rolled_back"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "rolled_back",
+                                               "cancelled"})
 SETTLED_STAGE: frozenset[str] = frozenset({"completed", "skipped", "failed", "cancelled"})
 
 
@@ -87,6 +91,10 @@ class ExecutionState:
     rollback_reason: str | None = None
     rollback_order: list[str] = field(default_factory=list)
     rollback_started_at: datetime | None = None
+    cancel_requested_by: str | None = None
+    """Set by a cancel request (and kept: the end it leads to says who asked)."""
+    cancel_compensate: bool = False
+    cancel_reason: str | None = None
     version: int = 0
     """The seq of the last event applied."""
 
@@ -180,6 +188,11 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         state.status = "compensating"
         state.rollback_requested_by = event.user_id
         state.completed_at = None
+    elif isinstance(event, CancelRequested):
+        if state.cancel_requested_by is None:  # the first request stands; others are no-ops
+            state.cancel_requested_by = event.user_id
+            state.cancel_compensate = event.compensate
+            state.cancel_reason = event.reason
     elif isinstance(event, RollbackStarted):
         state.status = "compensating"
         state.rollback_requested_by = None
@@ -217,6 +230,9 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         stage.comp_retry_at = None
     elif isinstance(event, WorkflowRolledBack):
         state.status = "rolled_back"
+        state.completed_at = event.at
+    elif isinstance(event, WorkflowCancelled):
+        state.status = "cancelled"
         state.completed_at = event.at
     elif isinstance(event, WorkflowCompleted):
         state.status = "completed"

@@ -31,7 +31,7 @@ __all__ = [
     "write_rows",
 ]
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "rolled_back"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "rolled_back", "cancelled"})
 
 COLUMNS = (
     "id", "workflow_definition_id", "workflow_version", "status", "current_stage",
@@ -84,6 +84,14 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
             current["completed_at"] = None
             current["audit_context"] = {**current["audit_context"],
                                         "rollback_requested_by": data["user_id"]}
+        elif kind == "cancel_requested":
+            audit = dict(current["audit_context"])
+            audit.setdefault("cancel", {"requested_by": data["user_id"],
+                                        "compensate": data.get("compensate", False),
+                                        "reason": data.get("reason")})
+            current["audit_context"] = audit
+        elif kind == "workflow_cancelled":
+            current["status"], current["completed_at"] = "cancelled", ev.at
         elif kind == "rollback_started":
             current["status"] = "compensating"
             current["audit_context"] = {**current["audit_context"],

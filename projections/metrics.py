@@ -3,8 +3,9 @@
 Per execution (``metrics_executions``) and per stage of an execution (``metrics_stages``), as
 pure functions of the events; :func:`workflow_metrics` aggregates them.
 
-* ``total`` executions; ``completed``, ``failed``, ``rolled_back`` by current status;
-  ``success_rate`` = completed / (completed + failed + rolled_back), 0 when none has ended.
+* ``total`` executions; ``completed``, ``failed``, ``rolled_back``, ``cancelled`` by current
+  status; ``success_rate`` = completed / (completed + failed + rolled_back), 0 when none has
+  ended (a cancelled execution is an operator's decision, not an outcome: it is left out).
 * ``avg_duration_ms`` / ``p95_duration_ms``: from ``workflow_initiated`` to the execution's first
   end (completed, failed or rolled back), over the executions that ended.
 * ``compensations``: stages compensated (``compensation_completed``); ``breaker_opens``:
@@ -25,7 +26,7 @@ from events.database import DBConnection, DBReader
 __all__ = ["MetricsProjection", "apply_metrics", "workflow_metrics"]
 
 _TERMINAL = {"workflow_completed": "completed", "workflow_failed": "failed",
-             "workflow_rolled_back": "rolled_back"}
+             "workflow_rolled_back": "rolled_back", "workflow_cancelled": "cancelled"}
 
 EXEC_COLUMNS = ("execution_id", "workflow_id", "status", "started_at", "ended_at",
                 "duration_ms", "compensations", "breaker_opens")
@@ -163,6 +164,7 @@ async def workflow_metrics(conn: DBReader, workflow_id: str) -> dict[str, Any]:
         "count(*) FILTER (WHERE status = 'completed') AS completed, "
         "count(*) FILTER (WHERE status = 'failed') AS failed, "
         "count(*) FILTER (WHERE status = 'rolled_back') AS rolled_back, "
+        "count(*) FILTER (WHERE status = 'cancelled') AS cancelled, "
         "avg(duration_ms) AS avg_ms, "
         "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_ms, "
         "COALESCE(sum(compensations), 0) AS compensations, "
@@ -183,6 +185,7 @@ async def workflow_metrics(conn: DBReader, workflow_id: str) -> dict[str, Any]:
         "completed": row["completed"],
         "failed": row["failed"],
         "rolled_back": row["rolled_back"],
+        "cancelled": row["cancelled"],
         "success_rate": round(row["completed"] / ended, 4) if ended else 0.0,
         "avg_duration_ms": _num(row["avg_ms"]),
         "p95_duration_ms": _num(row["p95_ms"]),

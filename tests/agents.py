@@ -190,3 +190,13 @@ def where(ctx: StageContext) -> dict[str, Any]:
     import ray
 
     return {"pid": os.getpid(), "actor_id": ray.get_runtime_context().get_actor_id()}
+
+
+def long_running(ctx: StageContext) -> dict[str, Any]:
+    """Writes its pid to ``<stage>.pid``, sleeps ``ctx.context["seconds_<stage>"]`` (else
+    ``seconds``, else 60), then writes ``finished-<stage>`` — unless it is stopped first."""
+    _touch(_dir(ctx) / f"{ctx.stage_id}.pid", str(os.getpid()))
+    seconds = ctx.context.get(f"seconds_{ctx.stage_id}", ctx.context.get("seconds", 60))
+    time.sleep(float(seconds))
+    _touch(_dir(ctx) / f"finished-{ctx.stage_id}")
+    return {"pid": os.getpid()}

@@ -26,6 +26,7 @@ from actors.api.admin import (
 )
 from actors.api.common import ready_store
 from actors.api.executions import (
+    cancel_workflow,
     check_start,
     execute_workflow_dag,
     retry_failed_workflow,
@@ -45,6 +46,7 @@ from actors.api.queries import (
     watch_execution,
 )
 from actors.api.sync import (
+    cancel_workflow_sync,
     execute_workflow_dag_sync,
     get_execution_events_sync,
     get_workflow_circuit_breaker_status_sync,
@@ -77,6 +79,8 @@ __all__ = [
     "ExecutionSnapshot",
     "WaitTimeoutError",
     "WorkflowStatus",
+    "cancel_workflow",
+    "cancel_workflow_sync",
     "check_start",
     "execute_workflow_dag",
     "execute_workflow_dag_sync",

@@ -19,13 +19,30 @@ from actors.logs import get_logger
 from actors.runner import ensure_pool
 from actors.runtime import check_payload_size, ensure_ray, get_database_url
 from actors.service.record import live_service
-from definitions import ConcurrencyError, ExecutionStateError, InvalidContextError, WorkflowDAG
-from events import EventStore, RollbackRequested, WorkflowInitiated
+from definitions import (
+    ConcurrencyError,
+    ExecutionStateError,
+    InvalidArgumentError,
+    InvalidContextError,
+    WorkflowDAG,
+)
+from events import (
+    CancelRequested,
+    EventStore,
+    RollbackRequested,
+    WorkflowInitiated,
+    cancel_undriven_events,
+    fold,
+)
+from events.leases import holding_lease
 from events.secrets import seal_secrets
 from projections import WorkflowStatus, fetch_status
 
-__all__ = ["check_start", "ensure_runners", "execute_workflow_dag", "retry_failed_workflow",
-           "rollback_workflow"]
+__all__ = ["cancel_workflow", "check_start", "ensure_runners", "execute_workflow_dag",
+           "retry_failed_workflow", "rollback_workflow"]
+
+#: The longest reason a cancel may give (it is stored in the log).
+MAX_REASON_CHARS = 1000
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5f0c6a2e-9d1b-4f53-8f0e-6b3c2a7d9e41")
 
@@ -181,3 +198,63 @@ async def retry_failed_workflow(
     first = (await store.read(status.execution_id, until_seq=1))[0]
     assert isinstance(first, WorkflowInitiated)
     return await _start(store, first.dag, first.context, user_id, retry_of=first.execution_id)
+
+
+async def cancel_workflow(
+    execution_id: str, user_id: str, *, compensate: bool = False, reason: str | None = None,
+    organization_id: str | None = None,
+) -> WorkflowStatus:
+    """Stop an execution that has not ended.  Durable first: ``cancel_requested`` is in the
+    log when this returns; the runner that drives the execution (woken at once) stops every
+    stage in flight — a task stage's worker is killed, as on a timeout — and appends
+    ``workflow_cancelled`` (status ``cancelled``).  A queued execution is cancelled without
+    running anything.  With ``compensate``, the completed stages are then compensated as in a
+    rollback, ending ``rolled_back`` (or ``failed``, per the compensation policy).
+
+    Returns the status once the request is durable; ``wait_for_workflow`` waits for the end.
+    A second cancel is a no-op; cancelling an ended (or compensating) execution raises
+    :class:`ExecutionStateError` naming its status."""
+    check_user(user_id)
+    if not isinstance(compensate, bool):
+        raise InvalidArgumentError(f"compensate must be true or false, got {compensate!r}")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
+        raise InvalidArgumentError(
+            f"reason must be text of at most {MAX_REASON_CHARS} characters")
+    store = await ready_store()
+    for _ in range(50):
+        status = await fetch_status(store.pool, execution_id, organization_id)
+        if status.status == "cancelled" or (status.audit_context or {}).get("cancel"):
+            return status  # cancelled, or being cancelled: nothing more to ask
+        if status.terminal or status.status == "compensating":
+            raise ExecutionStateError(status.execution_id, status.status, "a cancel",
+                                      "queued, initiated or in_progress")
+        try:
+            ended = await _cancel(store, status, user_id, compensate, reason)
+        except ConcurrencyError:
+            continue  # its runner appended meanwhile: look again
+        get_logger(execution_id=status.execution_id).info(
+            "execution.cancel_requested", user_id=user_id, compensate=compensate,
+            ended_here=ended)
+        if not ended:
+            await ensure_runners()  # its runner stops it (or one takes it to compensate)
+        return await fetch_status(store.pool, status.execution_id)
+    raise ExecutionStateError(execution_id, "busy", "a cancel", "settled for a moment")
+
+
+async def _cancel(store: EventStore, status: WorkflowStatus, user_id: str, compensate: bool,
+                  reason: str | None) -> bool:
+    """Append the request; when no runner drives the execution (queued, or orphaned), end it
+    here under its lease — nothing of it runs anywhere.  True when it ended here."""
+    eid = status.execution_id
+    async with store.pool.acquire() as conn, holding_lease(conn, eid) as undriven:
+        if undriven:
+            state = fold(await store.read(eid, conn=conn))
+            events = cancel_undriven_events(state, datetime.now(UTC), user_id=user_id,
+                                            compensate=compensate, reason=reason)
+            await store.append(events, expected_version=state.version, conn=conn)
+            return len(events) > 1
+    await store.append(
+        [CancelRequested(execution_id=eid, seq=status.last_seq + 1, at=datetime.now(UTC),
+                         user_id=user_id, compensate=compensate, reason=reason)],
+        expected_version=status.last_seq)
+    return False

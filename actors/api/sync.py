@@ -15,6 +15,7 @@ from actors.api.admin import (
     reset_workflow_circuit_breaker,
 )
 from actors.api.executions import (
+    cancel_workflow,
     execute_workflow_dag,
     retry_failed_workflow,
     rollback_workflow,
@@ -32,6 +33,7 @@ from actors.api.queries import (
 from actors.runtime import run_sync
 
 __all__ = [
+    "cancel_workflow_sync",
     "execute_workflow_dag_sync",
     "get_execution_events_sync",
     "get_workflow_circuit_breaker_status_sync",
@@ -82,4 +84,5 @@ get_execution_events_sync = _twin(get_execution_events)
 wait_for_workflow_sync = _twin(wait_for_workflow)
 list_workflows_sync = _twin(list_workflows)
 list_executions_sync = _twin(list_executions)
+cancel_workflow_sync = _twin(cancel_workflow)
 get_workflow_sync = _twin(get_workflow)

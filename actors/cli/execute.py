@@ -1,4 +1,4 @@
-"""Verbs that start or change executions: run, wait, rollback, retry, recover."""
+"""Verbs that start or change executions: run, wait, cancel, rollback, retry, recover."""
 
 from __future__ import annotations
 
@@ -196,6 +196,34 @@ async def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    from actors.api import cancel_workflow, wait_for_workflow
+
+    await _check_state(args.execution_id, args.org, "a cancel",
+                       ("queued", "initiated", "in_progress", "cancelled"),
+                       "queued, initiated or in_progress")
+    await runners_for("`wfdag cancel`")
+    status = await cancel_workflow(args.execution_id, args.user, compensate=args.compensate,
+                                   reason=args.reason, organization_id=args.org)
+    if not args.json:
+        out(status.execution_id)
+    if status.status == "cancelled":
+        say(f"{status.execution_id} was cancelled already")
+    elif args.wait:
+        say("cancel requested; waiting for its runner to stop what runs"
+            + (" and compensate what completed" if args.compensate else "") + "…")
+        status = await wait_for_workflow(status.execution_id, timeout=args.timeout)
+    else:
+        say(f"cancel requested; its runner stops what runs — follow it with "
+            f"`wfdag wait {status.execution_id}`")
+    if args.json:
+        out_json(status.model_dump(mode="json"))
+    elif status.terminal or args.wait:
+        out(_status_line(status))
+    wanted = ("cancelled", "rolled_back") if args.compensate else ("cancelled",)
+    return 0 if not (status.terminal or args.wait) or status.status in wanted else 1
+
+
 def _service_pool() -> int:
     from actors.service import live_service
 
@@ -232,6 +260,17 @@ def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="wait until the rollback ends")
     p.add_argument("--timeout", type=float, default=None)
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("cancel", parents=[common],
+                       help="stop an execution that has not ended (exit 1 if it ended otherwise)")
+    p.add_argument("execution_id")
+    p.add_argument("--compensate", action="store_true",
+                   help="then compensate its completed stages, as a rollback does")
+    p.add_argument("--reason", metavar="TEXT", help="why (kept in its log)")
+    p.add_argument("--user", default="user-123")
+    p.add_argument("--wait", action="store_true", help="wait until it has stopped")
+    p.add_argument("--timeout", type=float, default=None)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("retry", parents=[common],
                        help="start a new execution of a failed or rolled-back one")

@@ -194,12 +194,13 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps(reports[0] if args.workflow else reports, indent=2))
         return 0
-    table(["WORKFLOW", "TOTAL", "OK", "FAIL", "RB", "SUCCESS", "AVG ms", "P95 ms", "COMP",
-           "OPENS"],
+    table(["WORKFLOW", "TOTAL", "OK", "FAIL", "RB", "CANC", "SUCCESS", "AVG ms", "P95 ms",
+           "COMP", "OPENS"],
           [[r["workflow_id"], r["total"], r["completed"], r["failed"], r["rolled_back"],
-            f"{r['success_rate']:.1%}", _ms(r["avg_duration_ms"]), _ms(r["p95_duration_ms"]),
-            r["compensations"], r["breaker_opens"]] for r in reports],
-          right=tuple(range(1, 10)))
+            r["cancelled"], f"{r['success_rate']:.1%}", _ms(r["avg_duration_ms"]),
+            _ms(r["p95_duration_ms"]), r["compensations"], r["breaker_opens"]]
+           for r in reports],
+          right=tuple(range(1, 11)))
     if args.workflow:
         out("")
         table(["STAGE", "RUNS", "AVG ms", "P95 ms", "RETRIES", "FAILS"],

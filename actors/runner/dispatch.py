@@ -188,7 +188,8 @@ class Dispatcher:
             except (RayError, TimeoutError, asyncio.CancelledError):
                 if local:
                     stop()
-                return failed("StageCancelled", "cancelled: the workflow failed", False)
+                return failed("StageCancelled", "cancelled while it ran (the workflow failed "
+                              "elsewhere, or a cancel was requested)", False)
         try:
             result: AttemptResult = result_future.result()
         except RayError as exc:

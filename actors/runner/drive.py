@@ -23,6 +23,7 @@ from actors.runner.dispatch import Dispatcher, retire
 from actors.runner.protocol import AttemptSpec, DriveOutcome, StageOutcome, error_info
 from definitions import ConcurrencyError, WorkflowStage
 from events import (
+    REQUEST_EVENT_TYPES,
     Event,
     EventStore,
     ExecutionState,
@@ -45,6 +46,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _conflicted(task: asyncio.Task[None]) -> bool:
+    """An append that ended because the log had moved on (a request, or a fence)."""
+    return (task.done() and not task.cancelled()
+            and isinstance(task.exception(), ConcurrencyError))
+
+
 class LeaseLostError(Exception):
     """The runner's lease connection died: it no longer owns the execution."""
 
@@ -54,8 +61,11 @@ class Drive:
 
     def __init__(self, *, execution_id: str, store: EventStore, lease_conn: Any,
                  lease_lost: asyncio.Event, dispatcher: Dispatcher, breakers: BreakerView,
-                 database_url: str, log: Any) -> None:
+                 database_url: str, log: Any, requested: asyncio.Event | None = None) -> None:
         self.execution_id = execution_id
+        #: Set when someone else appended a request (a cancel) to this execution's log.
+        self._requested = requested if requested is not None else asyncio.Event()
+        self._committed = 0  # the last seq known to be in the log
         self._store = store
         self._conn = lease_conn
         self._lease_lost = lease_lost
@@ -78,6 +88,7 @@ class Drive:
                     log.error("execution.no_stream")
                     return DriveOutcome.MISSING
                 state = fold(events)
+                self._committed = state.version
                 self._store.prime(events)  # its next append need not read its row back
                 log.info("execution.replayed", version=state.version, status=state.status)
                 # Sealed secrets are opened for the agents only; what agents say is scrubbed.
@@ -133,9 +144,26 @@ class Drive:
         inflight: dict[tuple[str, str], asyncio.Task[StageOutcome]] = {}
         pending: list[Event] = []  # applied to state, not yet appended
         writing: asyncio.Task[None] | None = None  # the append in flight
+        writing_events: list[Event] = []  # what it appends
         lease_waiter = asyncio.ensure_future(self._lease_lost.wait())
+        request_waiter = asyncio.ensure_future(self._requested.wait())
         try:
             while True:
+                if request_waiter.done() or (writing is not None and writing.done()
+                                             and _conflicted(writing)):
+                    # A request was appended beside this drive (or its append met one): let
+                    # the append in flight end, then fold the log again with what this drive
+                    # decided and has not written put after the request.
+                    if writing is not None:
+                        with contextlib.suppress(ConcurrencyError):
+                            await writing
+                        unwritten = writing_events if _conflicted(writing) else []
+                        writing, writing_events = None, []
+                    else:
+                        unwritten = []
+                    self._requested.clear()
+                    request_waiter = asyncio.ensure_future(self._requested.wait())
+                    state, pending = await self._absorb([*unwritten, *pending])
                 cancel: list[str] = []
                 while True:  # decide step by step; all steps go in one append
                     decision = decide(state, _now())
@@ -146,8 +174,10 @@ class Drive:
                         apply(state, event)
                     pending.extend(decision.events)
                 if writing is not None and writing.done():
+                    if _conflicted(writing):
+                        continue  # absorbed at the top of the next turn
                     writing.result()  # an append that failed ends the drive here
-                    writing = None
+                    writing, writing_events = None, []
                 if self._dispatch.abandoned_running():
                     # A local stage outlived its attempt (timed out or cancelled): record that,
                     # then end the process before the stage could start again beside it.
@@ -169,19 +199,27 @@ class Drive:
                             inflight[("undo", sid)] = asyncio.create_task(
                                 self._compensate(state, sid))
                 if state.terminal:
-                    if writing is not None:
-                        await writing
-                        writing = None
-                    await self._write(state, pending)
+                    try:
+                        if writing is not None:
+                            await writing
+                            writing, writing_events = None, []
+                        await self._write(state, pending)
+                    except ConcurrencyError:
+                        # A request came in just before the end: absorb it, decide again.
+                        unwritten = [*writing_events, *pending] if writing is not None else pending
+                        writing, writing_events = None, []
+                        state, pending = await self._absorb(unwritten)
+                        continue
                     self._log.info("execution.finished", status=state.status)
                     return
                 if pending and writing is None:
                     writing = asyncio.create_task(self._write(state, pending))
-                    pending = []
+                    writing_events, pending = pending, []
                 if not inflight and writing is None:
                     raise RuntimeError(
                         f"execution {state.execution_id} has nothing to wait for")
-                waiters: list[asyncio.Future[Any]] = [*inflight.values(), lease_waiter]
+                waiters: list[asyncio.Future[Any]] = [*inflight.values(), lease_waiter,
+                                                      request_waiter]
                 if writing is not None:
                     waiters.append(writing)
                 done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -192,7 +230,7 @@ class Drive:
                         running.cancel()
                     raise LeaseLostError()
                 for finished in done:
-                    if finished is writing:
+                    if finished is writing or finished is request_waiter:
                         continue  # looked at on the next turn
                     outcome = finished.result()
                     assert isinstance(outcome, StageOutcome)
@@ -202,11 +240,33 @@ class Drive:
                     pending.extend(self._record(state, outcome))
         finally:
             lease_waiter.cancel()
+            request_waiter.cancel()
             if writing is not None and not writing.done():
                 # Let it end on its own (it fails at once if the session is gone): a cancelled
                 # statement would leave the lease connection busy for the release.
                 with contextlib.suppress(Exception):
                     await writing
+
+    async def _absorb(self, unwritten: list[Event]) -> tuple[ExecutionState, list[Event]]:
+        """Fold the log again after another writer appended requests (a cancel) to it, and
+        put ``unwritten`` (decided here, not in the log) after them.  Anything else past what
+        this drive wrote means another runner writes: it is fenced."""
+        events = await self._store.read(self.execution_id, conn=self._conn)
+        foreign = [e for e in events if e.seq > self._committed]
+        if any(e.type not in REQUEST_EVENT_TYPES for e in foreign):
+            raise ConcurrencyError(self.execution_id, self._committed)
+        state = fold(events)
+        self._committed = state.version
+        self._store.prime(events)  # the row changed under this store's projector
+        moved: list[Event] = []
+        for event in unwritten:
+            event = event.model_copy(update={"seq": state.version + 1})
+            apply(state, event)
+            moved.append(event)
+        if foreign:
+            self._log.info("execution.request_absorbed", types=[e.type for e in foreign],
+                           moved=len(moved))
+        return state, moved
 
     def _record(self, state: ExecutionState, outcome: StageOutcome) -> list[Event]:
         """The events of a finished attempt, applied to ``state``."""
@@ -229,6 +289,7 @@ class Drive:
         if not events:
             return
         await self._store.append(events, expected_version=events[0].seq - 1, conn=self._conn)
+        self._committed = events[-1].seq
         for event in events:
             self._log.info("execution.event", seq=event.seq, type=event.type,
                            stage_id=event.stage_id)

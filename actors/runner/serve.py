@@ -24,6 +24,7 @@ from actors.runner.protocol import DriveOutcome
 from actors.runtime import new_store, settings
 from events import EventStore, is_database_outage
 from events.leases import (
+    CANCEL_CHANNEL,
     QUEUE_CHANNEL,
     Claim,
     certify_restart,
@@ -53,9 +54,15 @@ class Runner:
         self._wake = asyncio.Event()
         self.running: str | None = None  # the execution driven now
         self.driving: dict[str, asyncio.Event] = {}  # execution id → set when its drive ends
+        self._requests: dict[str, asyncio.Event] = {}  # execution id → a request was appended
 
     def _on_enqueued(self, *_args: object) -> None:
         self._wake.set()
+
+    def _on_cancel(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        requested = self._requests.get(str(payload))
+        if requested is not None:
+            requested.set()
 
     async def _after_restart(self, lease_conn: Any) -> None:
         """This runner's previous process died: what it drove counts a recovery."""
@@ -107,6 +114,8 @@ class Runner:
     async def _claim_loop(self, store: EventStore, lease_conn: Any,
                           lease_lost: asyncio.Event) -> None:
         wake = self._wake
+        # Always heard (cancels are rare): the drive of a cancelled execution wakes at once.
+        await lease_conn.add_listener(CANCEL_CHANNEL, self._on_cancel)
         await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
         listening, just_drove = True, False
         set_live(self.name, 0)
@@ -154,6 +163,9 @@ class Runner:
         set_live(self.name, 1)
         outcome: DriveOutcome | None = None
         driving = self.driving[eid] = asyncio.Event()
+        # Registered before the drive reads the log: a request appended after that read is
+        # notified to this event.
+        requested = self._requests[eid] = asyncio.Event()
         # The Ray dashboard's view of this drive: an actor task named after the execution,
         # running as long as the drive (sent, not awaited: the drive does not wait for a round
         # trip through Ray to start).
@@ -163,7 +175,7 @@ class Runner:
             outcome = await Drive(
                 execution_id=eid, store=store, lease_conn=lease_conn, lease_lost=lease_lost,
                 dispatcher=self._dispatch, breakers=self._breakers,
-                database_url=self._database_url, log=self._log).run()
+                database_url=self._database_url, log=self._log, requested=requested).run()
         except Exception as exc:
             self._log.exception("runner.execution_crashed", execution_id=eid,
                                 recoveries=claim.recoveries)
@@ -172,6 +184,7 @@ class Runner:
         finally:
             driving.set()
             del self.driving[eid]
+            self._requests.pop(eid, None)
             self.running = None
             set_live(self.name, 0)
             if outcome is not None and outcome.hand_back:

@@ -36,6 +36,21 @@ transitions:
 """
 
 
+CANCEL_FLOW = """
+id: service-cancel-v1
+name: Cancel flow
+version: 1
+initial_stage: one
+final_stages: [two]
+stages:
+  - {id: one, name: One, agent: "tests.agents:effectful", timeout_seconds: 60,
+     compensation_handler: "tests.agents:undo_recorder"}
+  - {id: two, name: Two, agent: "tests.agents:long_running", timeout_seconds: 120}
+transitions:
+  - {from_stage: one, to_stage: two}
+"""
+
+
 class Service:
     def __init__(self, home: Path, url: str) -> None:
         self.home = home
@@ -160,3 +175,62 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     assert [s["stage_id"] for s in done["context"]["executed_steps"]] == ["one", "two"]
     effects = sorted(p.name for p in work.glob(f"effect-{eid}_*"))
     assert effects == [f"effect-{eid}_one", f"effect-{eid}_two"], effects
+
+    # What ran is listed, newest first.
+    listed = service.wfdag("list", "--status", "completed", "--workflow", "service-flow-v1",
+                           "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert eid in [i["execution_id"] for i in json.loads(listed.stdout)["items"]]
+
+    # Cancel: two executions in their 60 s stage hold both runners; a third waits its turn.
+    flow = tmp_path / "cancel.yaml"
+    flow.write_text(CANCEL_FLOW)
+    assert service.wfdag("register", str(flow)).returncode == 0
+    dirs = {name: tmp_path / name for name in ("a", "b", "c")}
+    ids: dict[str, str] = {}
+    for name, where in dirs.items():
+        where.mkdir()
+        if name == "c":
+            for busy in ("a", "b"):
+                deadline = time.monotonic() + 60
+                while not (dirs[busy] / "two.pid").exists():
+                    assert time.monotonic() < deadline, f"{busy} never reached its 60 s stage"
+                    time.sleep(0.1)
+        ctx = json.dumps({"dir": str(where), "seconds": 0.1, "seconds_two": 60})
+        started = service.wfdag("run", "service-cancel-v1", "--context", ctx)
+        assert started.returncode == 0, started.stderr
+        ids[name] = started.stdout.strip().splitlines()[-1]
+    assert service.status_of(ids["c"])["status"] == "queued"
+
+    queued = service.wfdag("cancel", ids["c"], "--reason", "not needed")
+    assert queued.returncode == 0, queued.stderr
+    service.wait_for(ids["c"], "cancelled", 30)
+    assert not any(dirs["c"].iterdir()), "a queued execution is cancelled without running"
+
+    pid = int((dirs["a"] / "two.pid").read_text().split()[0])
+    stopped = service.wfdag("cancel", ids["a"], "--wait", "--timeout", "30")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip().splitlines()[-1] == "cancelled"
+    deadline = time.monotonic() + 15
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the cancelled stage's process is still there"
+        time.sleep(0.1)
+    assert not (dirs["a"] / "finished-two").exists()
+
+    undone = service.wfdag("cancel", ids["b"], "--compensate", "--wait", "--timeout", "30")
+    assert undone.returncode == 0, undone.stderr
+    assert undone.stdout.strip().splitlines()[-1].startswith("rolled_back")
+    assert (dirs["b"] / "undo-order").read_text().split() == ["one"]
+
+    again = service.wfdag("cancel", ids["a"])
+    assert again.returncode == 0 and "cancelled already" in again.stderr
+    ended = service.wfdag("cancel", eid)
+    assert ended.returncode == 1 and "is completed: a cancel needs" in ended.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

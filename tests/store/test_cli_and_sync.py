@@ -88,3 +88,84 @@ def test_the_sync_twins_close_their_pools_at_exit(database_url: str) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "closed", result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def _initiated(store: object, workflow_id: str) -> str:
+    """An execution in the log and the read model, not queued: nobody drives it."""
+    from datetime import UTC, datetime
+
+    from actors.api import get_workflow
+    from events import EventStore, WorkflowInitiated
+
+    assert isinstance(store, EventStore)
+    dag = await get_workflow(workflow_id)
+    eid = str(uuid.uuid4())
+    await store.append([WorkflowInitiated(
+        execution_id=eid, seq=1, at=datetime.now(UTC), workflow_id=dag.id,
+        workflow_version=dag.version, dag=dag.model_dump(mode="json"),
+        context={"organizationId": "org-list"}, user_id="lister")], expected_version=0)
+    return eid
+
+
+async def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    import asyncio
+
+    return await asyncio.to_thread(run, capsys, *args)
+
+
+async def test_wait_on_an_execution_nobody_drives_exits_1_naming_the_resume(
+    store: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    eid = await _initiated(store, "opportunity-discovery-v1")
+    code, out, err = await _main(capsys, "wait", eid, "--timeout", "30")
+    assert code == 1, err
+    assert "nothing drives it" in err and "wfdag recover" in err and out == ""
+
+
+async def test_list_pages_newest_first_without_repeats(
+    store: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    made = [await _initiated(store, "expansion-modeling-v1") for _ in range(3)]
+    code, out, err = await _main(capsys, "list", "--workflow", "expansion-modeling-v1",
+                                 "--org", "org-list", "--limit", "2", "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert [i["execution_id"] for i in first["items"]] == made[::-1][:2]
+    assert first["next_cursor"]
+    code, out, err = await _main(capsys, "list", "--workflow", "expansion-modeling-v1",
+                                 "--org", "org-list", "--limit", "2", "--cursor",
+                                 first["next_cursor"], "--json")
+    rest = [i["execution_id"] for i in json.loads(out)["items"]]
+    assert rest[0] == made[0] and made[1] not in rest and made[2] not in rest
+    code, out, err = await _main(capsys, "list", "--status", "initiated", "--workflow",
+                                 "expansion-modeling-v1")
+    assert code == 0 and all(eid in out for eid in made)
+    assert out.splitlines()[0].split()[:3] == ["ID", "WORKFLOW", "STATUS"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["list", "--status", "sleeping"], "status 'sleeping' is not one of"),
+    (["list", "--limit", "0"], "limit must be an integer from 1 to 1000"),
+    (["list", "--since", "yesterday"], "not an ISO 8601 time"),
+    (["list", "--since", "2026-12-01T00:00:00"], "time zone"),
+    (["list", "--cursor", "garbage!"], "cursor"),
+])
+def test_list_refuses_bad_filters_with_exit_2(
+    database_url: str, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2, err
+    assert message in err and out == ""
+
+
+def test_cancel_of_an_unknown_execution_exits_3_before_anything_starts(
+    database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr("actors.cli.server.ensure_service", lambda why: started.append(why))
+    code, _, err = run(capsys, "cancel", str(uuid.uuid4()))
+    assert code == 3 and "not found" in err
+    assert started == [], "no service is started for an execution that does not exist"
