@@ -8,9 +8,9 @@ from typing import Any
 
 from actors.agents.context import StageContext
 from actors.agents.reference import REFERENCE_AGENTS
-from definitions import ValidationError
+from definitions import BUILTIN_COMPENSATION_HANDLERS, ValidationError, WorkflowDAG
 
-__all__ = ["REFERENCE_AGENTS", "StageContext", "resolve_callable"]
+__all__ = ["REFERENCE_AGENTS", "StageContext", "import_warnings", "resolve_callable"]
 
 
 def resolve_callable(path: str) -> Callable[..., Any]:
@@ -27,3 +27,23 @@ def resolve_callable(path: str) -> Callable[..., Any]:
     if not callable(func):
         raise ValidationError(f"{path!r}: module {module_name!r} has no callable {attr!r}")
     return func  # type: ignore[no-any-return]
+
+
+def import_warnings(dag: WorkflowDAG) -> list[str]:
+    """The stages whose agent or compensation handler does not import on this machine.  A
+    warning, not an error: the code may exist only on the workers."""
+    warnings: list[str] = []
+    for stage in dag.stages:
+        paths = [("agent", stage.agent)]
+        if stage.compensation_handler not in BUILTIN_COMPENSATION_HANDLERS:
+            paths.append(("compensation handler", stage.compensation_handler))
+        for what, path in paths:
+            if path is None:
+                continue
+            try:
+                resolve_callable(path)
+            except Exception as exc:  # an import error, or the module's own code failing
+                detail = str(exc).split(". Is it on")[0][:200]
+                warnings.append(f"stage {stage.id!r}: {what} {path!r} does not import on this "
+                                f"machine ({detail}); fine if it exists only on the workers")
+    return warnings

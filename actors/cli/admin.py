@@ -88,8 +88,11 @@ def _check(path: Path, data: Any) -> tuple[Any, list[str], list[str]]:
         dag = WorkflowDAG.model_validate(data)
     except PydanticValidationError as exc:
         return None, [f"{_where(data, tuple(p['loc']))}: {p['msg']}" for p in exc.errors()], []
+    from actors.agents import import_warnings
+
     result = validate_workflow_dag(dag)
-    return (dag if result.valid else None), list(result.errors), list(result.warnings)
+    warnings = [*result.warnings, *(import_warnings(dag) if result.valid else [])]
+    return (dag if result.valid else None), list(result.errors), warnings
 
 
 def _report(path: Path, items: list[Any], as_json: bool) -> list[Any] | None:

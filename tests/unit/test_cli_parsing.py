@@ -99,3 +99,23 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
         shell=True, cwd=REPO, text=True, capture_output=True, timeout=120, check=False)
     assert "flow-00000-with-a-long-name-v1" in result.stdout
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_validate_warns_of_agents_that_do_not_import_here_naming_the_stage(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "id: imports-v1\nname: Imports\nversion: 1\ninitial_stage: here\n"
+        "final_stages: [there]\nstages:\n"
+        "  - {id: here, name: Here, agent: 'tests.agents:noop', timeout_seconds: 5,"
+        " retry_config: NONE}\n"
+        "  - {id: there, name: There, agent: 'only_on_workers.mod:run', timeout_seconds: 5,"
+        " retry_config: NONE, compensation_handler: 'tests.agents:no_such_handler'}\n"
+        "transitions:\n  - {from_stage: here, to_stage: there}\n")
+    code, out, err = run(capsys, "validate", str(flow))
+    assert code == 0, err  # a warning: the code may exist only on the workers
+    assert "is valid" in out
+    assert "stage 'there': agent 'only_on_workers.mod:run' does not import" in err
+    assert "stage 'there': compensation handler 'tests.agents:no_such_handler'" in err
+    assert "stage 'here'" not in err
