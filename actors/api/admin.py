@@ -10,7 +10,7 @@ import ray
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from actors.api.common import ready_store
+from actors.api.common import ready_store, service_owns_runners
 from actors.breakers import BreakerStatus
 from actors.logs import get_logger
 from actors.metrics import record_events
@@ -24,6 +24,7 @@ from actors.runtime import (
     run_sync,
     settings,
 )
+from actors.service.record import live_service
 from definitions import (
     CANONICAL_WORKFLOWS,
     MAX_NESTING,
@@ -65,12 +66,22 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
     dead-lettered — failed, with the reason; every other one is (re)queued, and the pool adopts
     it.  Idempotent; safe from two drivers at once.
 
+    With the service of this ``$WFDAG_HOME`` up on this database (and no Ray joined by this
+    process), no pool starts here: the service's runners adopt what the sweep queues, and
+    ``pool`` is the service's.
+
     Returns ``{"workflows": [...ids], "resumed": [...ids], "dead_lettered": [...ids],
     "pool": size}``.
     """
     await ready_store(refresh=True)
-    ensure_ray()
     url = get_database_url()
+    service = live_service(url) if service_owns_runners(url) else None
+    if service is not None:
+        # The service owns the runners: set up and sweep only; its pool adopts what is queued.
+        report = await recover_executions() if resume else {"resumed": [], "dead_lettered": []}
+        return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": report["resumed"],
+                "dead_lettered": report["dead_lettered"], "pool": service.pool_size}
+    ensure_ray()
     handles = await ensure_pool(url, refresh=True)
     await ensure_projector(url).ready.remote()
     report = await recover_executions() if resume else {"resumed": [], "dead_lettered": []}

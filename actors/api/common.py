@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from actors.runtime import check_payload_size, get_database_url, get_store
+from actors.service.record import live_service
 from definitions import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_NESTING,
@@ -26,6 +27,7 @@ __all__ = [
     "check_owner",
     "check_user",
     "ready_store",
+    "service_owns_runners",
 ]
 
 _schema_ready: set[str] = set()
@@ -93,3 +95,15 @@ async def check_owner(store: EventStore, execution_id: str, organization_id: str
     if organization_id is not None:
         await fetch_status(store.pool, execution_id, organization_id)
 
+
+
+def service_owns_runners(database_url: str) -> bool:
+    """The service of this ``$WFDAG_HOME`` runs on this database and this process has not
+    joined a Ray of its own (nor been told to, ``RAY_ADDRESS``): its runners take the work,
+    and this process starts none."""
+    import os
+
+    import ray
+
+    return (not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+            and live_service(database_url) is not None)

@@ -14,11 +14,11 @@ from actors.api.common import (
     check_org,
     check_user,
     ready_store,
+    service_owns_runners,
 )
 from actors.logs import get_logger
 from actors.runner import ensure_pool
 from actors.runtime import check_payload_size, ensure_ray, get_database_url
-from actors.service.record import live_service
 from definitions import (
     ConcurrencyError,
     ExecutionStateError,
@@ -53,13 +53,8 @@ async def ensure_runners() -> None:
     joined a Ray of its own): the queue is all it needs, no Ray starts here.  Otherwise this
     process joins ``RAY_ADDRESS`` or starts a local Ray and the pool, as a library caller did
     before the service."""
-    import os
-
-    import ray
-
     url = get_database_url()
-    if (not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
-            and live_service(url) is not None):
+    if service_owns_runners(url):
         return
     ensure_ray()
     await ensure_pool(url)

@@ -176,6 +176,21 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     effects = sorted(p.name for p in work.glob(f"effect-{eid}_*"))
     assert effects == [f"effect-{eid}_one", f"effect-{eid}_two"], effects
 
+    # A script uses the service too: it starts no Ray, and what it started completes after it.
+    script = (
+        "import json, sys, ray, actors\n"
+        "actors.initialize_workflow_system_sync()\n"
+        "eid = actors.execute_workflow_dag_sync('service-flow-v1', json.loads(sys.argv[1]), "
+        "'script')\n"
+        "print(eid, ray.is_initialized())\n")
+    scripted = subprocess.run(
+        [sys.executable, "-c", script, json.dumps({"dir": str(work), "seconds": 0.5})],
+        cwd=REPO, env=service.env, text=True, capture_output=True, timeout=120, check=False)
+    assert scripted.returncode == 0, scripted.stderr
+    script_eid, ray_started = scripted.stdout.split()
+    assert ray_started == "False", "a script with the service up starts no Ray of its own"
+    service.wait_for(script_eid, "completed", 60)
+
     # What ran is listed, newest first.
     listed = service.wfdag("list", "--status", "completed", "--workflow", "service-flow-v1",
                            "--json")
