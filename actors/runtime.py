@@ -175,6 +175,9 @@ def ensure_ray(address: str | None = None) -> None:
         os.environ["PYTHONPATH"] = worker_pythonpath(os.getcwd(), saved)
         try:
             ray.init(
+                # "local": always a new cluster of this process's own — never one that a
+                # `ray start` on this machine happens to have left in /tmp/ray.
+                address="local",
                 namespace=NAMESPACE,
                 dashboard_host="127.0.0.1",
                 include_dashboard=config.ray_dashboard,

@@ -31,6 +31,13 @@ def start_service(database_url: str | None = None, *,
     running = live_service()
     if running is not None:
         return running, False
+    stale = ServiceRecord.load()
+    if stale is not None:
+        # A service that was killed (SIGKILL, OOM) left its record, and maybe some of its
+        # Ray's processes (agents, workers, runners still holding leases): they are in its
+        # session, which it led (started detached); nothing else is.
+        _end_leftovers(stale.pid)
+        ServiceRecord.remove(stale.pid)
     log = log_path()
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -79,6 +86,24 @@ def stop_service() -> ServiceRecord | None:
             break
         time.sleep(0.1)
     return record
+
+
+def _end_leftovers(session: int) -> None:
+    """Kill what is left of a dead service's session (Ray's agents and workers outlive a
+    SIGKILL of their driver for a while).  A service run with ``--foreground`` led no
+    session of its own: nothing is killed then."""
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == session:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            state, sid = fields[0], int(fields[3])  # state, ppid, pgrp, session, …
+        except (OSError, ValueError, IndexError):
+            continue
+        if sid == session and state not in ("Z", "X"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
 
 
 def _reap(pid: int) -> None:

@@ -39,13 +39,18 @@ def database_fingerprint(url: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """The process runs (a zombie — dead, not yet collected by its parent — does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc here: the signal said it exists
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,8 +96,10 @@ class Service:
 def _session_members(sid: int) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], text=True, capture_output=True,
                          check=True).stdout
+    # A zombie is dead (only its exit status waits for a parent that may never collect it).
     return [line for line in out.splitlines()
-            if line.split()[1:2] == [str(sid)] and line.split()[0] != str(sid)]
+            if line.split()[1:2] == [str(sid)] and line.split()[0] != str(sid)
+            and "<defunct>" not in line]
 
 
 @pytest.fixture
@@ -163,11 +165,7 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
     assert service.record() is None
     assert not _session_members(record["pid"]), "processes of the service outlived it"
-    try:
-        os.kill(record["pid"], 0)
-        raise AssertionError("the service process is still alive")
-    except ProcessLookupError:
-        pass
+    assert not _alive(record["pid"]), "the service process is still alive"
     assert service.status_of(eid)["status"] == "in_progress"  # waiting for a runner
     again = service.wfdag("server", "start")
     assert again.returncode == 0, again.stderr
@@ -242,10 +240,33 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     ended = service.wfdag("cancel", eid)
     assert ended.returncode == 1 and "is completed: a cancel needs" in ended.stderr
 
+    # The service killed with SIGKILL mid-stage: a new start clears what was left of it and
+    # sees the execution through; each side effect happened once.
+    killed_work = tmp_path / "killed"
+    killed_work.mkdir()
+    ctx = json.dumps({"dir": str(killed_work), "seconds": 3})
+    victim = service.wfdag("run", "service-flow-v1", "--context", ctx)
+    victim_id = victim.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 60
+    while service.calls(killed_work, "one") == 0:
+        assert time.monotonic() < deadline, "stage one never started"
+        time.sleep(0.1)
+    dead = service.record()
+    assert dead is not None
+    os.kill(dead["pid"], signal.SIGKILL)
+    again = service.wfdag("server", "start")
+    assert again.returncode == 0, again.stderr
+    assert not _session_members(dead["pid"]), "the killed service left processes behind"
+    service.wait_for(victim_id, "completed", 120)
+    effects = sorted(p.name for p in killed_work.glob(f"effect-{victim_id}_*"))
+    assert effects == [f"effect-{victim_id}_one", f"effect-{victim_id}_two"], effects
+
 
 def _alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie (in a container whose init does not collect
+    orphans, a dead process whose parent exited stays a zombie)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
         return False
-    return True
