@@ -74,9 +74,10 @@ async def cmd_server(args: argparse.Namespace) -> int:
 
     if args.action == "start":
         if args.foreground:
-            from actors.service.process import main as serve
+            from actors.service.process import run_service
 
-            return serve()
+            say("the wfdag service runs in this process until SIGTERM or Ctrl-C")
+            return await run_service()
         record, started = start_service(get_database_url(), progress=say)
         if not started:
             say(f"the wfdag service is already running (pid {record.pid})")

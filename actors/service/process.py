@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from actors.logs import configure, get_logger
 
-__all__ = ["SWEEP_SECONDS", "main"]
+__all__ = ["SWEEP_SECONDS", "main", "run_service"]
 
 #: How often the service looks for runners to replace and executions nobody drives.
 SWEEP_SECONDS = 30.0
@@ -39,9 +39,10 @@ async def _serve(stop: asyncio.Event) -> None:
     url = get_database_url()
     other = live_service()
     if other is not None and other.pid != os.getpid():
-        print(f"wfdag service already running (pid {other.pid}, Ray at {other.ray_address})",
-              file=sys.stderr, flush=True)
-        return
+        from actors.service.control import ServiceError
+
+        raise ServiceError(f"the wfdag service is already running (pid {other.pid}, Ray at "
+                           f"{other.ray_address}); `wfdag server stop` stops it")
     report = await initialize_workflow_system()  # starts the local Ray (this process's)
     # ray.init installed its own SIGTERM handler (it exits at once): ours again, so that a
     # stop hands back what ran and removes the record.
@@ -82,15 +83,15 @@ async def _serve(stop: asyncio.Event) -> None:
             ServiceRecord.remove(record.pid)
 
 
-def main() -> int:
-    """Run the service until SIGTERM/SIGINT."""
-    configure()
-    loop = asyncio.new_event_loop()
+async def run_service() -> int:
+    """Run the service in the running event loop until SIGTERM/SIGINT (``wfdag server start
+    --foreground`` runs it so, in the CLI's loop); 1 when it could not start."""
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        loop.run_until_complete(_serve(stop))
+        await _serve(stop)
     except Exception as exc:
         from definitions import WfdagError
 
@@ -98,9 +99,13 @@ def main() -> int:
             get_logger(component="service").exception("service.crashed")
         print(f"error: the wfdag service could not start: {exc}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        loop.close()
     return 0
+
+
+def main() -> int:
+    """The detached service's entry point (``python -m actors.service.process``)."""
+    configure()
+    return asyncio.run(run_service())
 
 
 if __name__ == "__main__":

@@ -261,6 +261,28 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     effects = sorted(p.name for p in killed_work.glob(f"effect-{victim_id}_*"))
     assert effects == [f"effect-{victim_id}_one", f"effect-{victim_id}_two"], effects
 
+    # Under a supervisor: --foreground runs the service in that process, SIGTERM ends it.
+    assert service.wfdag("server", "stop").returncode == 0
+    supervised = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "server", "start", "--foreground"], cwd=REPO,
+        env=service.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while service.wfdag("server", "status").returncode != 0:
+            assert supervised.poll() is None, supervised.communicate()[1]
+            assert time.monotonic() < deadline, "the foreground service never came up"
+            time.sleep(0.5)
+        record = service.record()
+        assert record is not None and record["pid"] == supervised.pid
+        second = service.wfdag("server", "start", "--foreground")
+        assert second.returncode == 1 and "already running" in second.stderr
+        supervised.send_signal(signal.SIGTERM)
+        assert supervised.wait(timeout=60) == 0, supervised.communicate()[1]
+        assert service.record() is None
+    finally:
+        if supervised.poll() is None:
+            supervised.kill()
+
 
 def _alive(pid: int) -> bool:
     """Running: not gone, and not a zombie (in a container whose init does not collect
