@@ -105,6 +105,10 @@ class AuthorizationError(NonRetryableError):
     pass
 
 
+class ApprovalRejectedError(NonRetryableError):
+    """A person rejected an approval stage: it fails for good (not retried)."""
+
+
 class AgentOutputError(NonRetryableError):
     """An agent returned something that is not a JSON object."""
 
@@ -182,6 +186,11 @@ class ExecutionStateError(WfdagError):
         )
         self.execution_id = execution_id
         self.status = status
+
+
+class StageStateError(WfdagError):
+    """A stage is not in a state that allows what was asked (an approval of a stage that does
+    not wait for one, a signal nobody waits for, an approver not on the list)."""
 
 
 class InvalidContextError(WfdagError):

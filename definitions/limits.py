@@ -8,11 +8,13 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_AGENT_TIMEOUT_SECONDS",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "MAX_NESTING",
     "MAX_ORGANIZATION_ID_CHARS",
     "MAX_STAGES",
     "MAX_TRANSITIONS",
+    "MAX_WAIT_SECONDS",
 ]
 
 #: Stages of one workflow definition.
@@ -27,3 +29,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 500
 #: An organization id.
 MAX_ORGANIZATION_ID_CHARS = 200
+#: The longest an agent stage's attempt may run (a day).
+MAX_AGENT_TIMEOUT_SECONDS = 86_400
+#: The longest an approval or signal stage may wait, and a timer may sleep (a year).
+MAX_WAIT_SECONDS = 366 * 86_400

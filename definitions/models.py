@@ -11,13 +11,20 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from definitions.limits import MAX_STAGES, MAX_TRANSITIONS
+from definitions.limits import (
+    MAX_AGENT_TIMEOUT_SECONDS,
+    MAX_STAGES,
+    MAX_TRANSITIONS,
+    MAX_WAIT_SECONDS,
+)
 from definitions.retry import RETRY_CONFIGS, RetryConfig
 
 __all__ = [
     "AGENT_TYPES",
+    "WAITING_KINDS",
     "CircuitBreakerConfig",
     "Condition",
+    "StageKind",
     "Transition",
     "ValidationResult",
     "WorkflowDAG",
@@ -25,6 +32,13 @@ __all__ = [
 ]
 
 AgentType = Literal["opportunity", "target", "realization", "expansion", "integrity"]
+#: What a stage is: an agent call (default), or a wait — for a person (``approval``), for a
+#: named signal from another system (``signal``), or for a time (``timer``).
+StageKind = Literal["agent", "approval", "signal", "timer"]
+WAITING_KINDS: frozenset[str] = frozenset({"approval", "signal", "timer"})
+_KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "approval": ("approvers",), "signal": ("signal",), "timer": ("delay_seconds", "until"),
+}
 AGENT_TYPES: tuple[str, ...] = ("opportunity", "target", "realization", "expansion", "integrity")
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -115,7 +129,19 @@ class WorkflowStage(BaseModel):
     description: str = Field(default="", max_length=2000)
     agent_type: AgentType | None = None
     agent: str | None = Field(default=None, max_length=300, pattern=IMPORT_PATH_PATTERN)
-    timeout_seconds: float = Field(gt=0, le=86_400)
+    #: An agent's attempt (up to a day); how long an approval or signal stage waits before it
+    #: fails with a StageTimeoutError (up to a year); a timer does not use it.
+    timeout_seconds: float = Field(gt=0, le=MAX_WAIT_SECONDS)
+    kind: StageKind = "agent"
+    #: approval: who may approve or reject (anyone when absent).
+    approvers: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=1000)
+    #: signal: the name of the signal it waits for.
+    signal: str | None = Field(default=None, min_length=1, max_length=200, pattern=_ID)
+    #: timer: sleep this long after it starts …
+    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_WAIT_SECONDS)
+    #: … or until the ISO time at this dotted path: ``context.<path>`` or ``<stage>.<path>``
+    #: (an upstream stage's output).
+    until: str | None = Field(default=None, min_length=3, max_length=300)
     retry_config: str | RetryConfig = "STANDARD"
     compensation_handler: str | None = Field(default=None, max_length=300)
     capabilities: tuple[str, ...] = Field(default=(), max_length=100)
@@ -148,6 +174,34 @@ class WorkflowStage(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> Self:
+        for kind, names in _KIND_FIELDS.items():
+            given = [n for n in names if getattr(self, n) is not None]
+            if given and self.kind != kind:
+                raise ValueError(f"stage {self.id!r} is a {self.kind} stage: {given[0]} belongs "
+                                 f"to a {kind} stage")
+        if self.kind == "agent":
+            if self.timeout_seconds > MAX_AGENT_TIMEOUT_SECONDS:
+                raise ValueError(f"stage {self.id!r}: an agent's timeout_seconds is at most "
+                                 f"{MAX_AGENT_TIMEOUT_SECONDS} (a day); a longer wait is an "
+                                 f"approval, signal or timer stage")
+            return self._one_agent()
+        if self.agent is not None or self.agent_type is not None:
+            raise ValueError(f"stage {self.id!r} is a {self.kind} stage: it calls no agent "
+                             f"(drop agent / agent_type)")
+        if self.kind == "signal" and self.signal is None:
+            raise ValueError(f"stage {self.id!r} is a signal stage: name the signal it waits "
+                             f"for (signal: <name>)")
+        if self.kind == "timer" and (self.delay_seconds is None) == (self.until is None):
+            raise ValueError(f"stage {self.id!r} is a timer: give exactly one of "
+                             f"delay_seconds or until (a dotted path to an ISO time)")
+        return self
+
+    @property
+    def waits(self) -> bool:
+        """An approval, signal or timer stage: it holds no runner while it waits."""
+        return self.kind in WAITING_KINDS
+
     def _one_agent(self) -> Self:
         if (self.agent_type is None) == (self.agent is None):
             raise ValueError(

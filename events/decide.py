@@ -33,6 +33,7 @@ from events.models import (
     WorkflowRolledBack,
 )
 from events.state import SETTLED_STAGE, ExecutionState
+from events.waiting import parked_event, waiting_step
 
 __all__ = [
     "Decision",
@@ -171,6 +172,9 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
     if state.cancel_requested_by is not None and not failed:
         return _cancel_step(state, now)
     if failed:
+        stopped = _stop_waits(state, now, f"stage {failed[0]} failed")
+        if stopped:
+            return Decision(stopped)
         running = state.stages_in("running")
         if running:
             return Decision(cancel=running)
@@ -184,6 +188,9 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
                                         failed_stage=failed[0],
                                         duration_ms=_ms_between(state.started_at, now))])
 
+    waits = waiting_step(state, now)
+    if waits:
+        return Decision(waits)
     plan = readiness(state)
     events: list[Event] = []
     for sid, reason in plan.skipped:
@@ -199,12 +206,19 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
     if not unsettled:
         events.append(WorkflowCompleted(execution_id=eid, seq=seq + len(events), at=now,
                                         duration_ms=_ms_between(state.started_at, now)))
+    elif not events:
+        parked = parked_event(state, now)
+        if parked is not None:
+            events.append(parked)
     return Decision(events)
 
 
 def _cancel_step(state: ExecutionState, now: datetime) -> Decision:
     """A cancel was requested: stop every running stage (each ends ``stage_cancelled``), then
     compensate what completed (``compensate``: as a rollback does) or end ``cancelled``."""
+    stopped = _stop_waits(state, now, _cancel_message(state))
+    if stopped:
+        return Decision(stopped)
     running = state.stages_in("running")
     if running:
         return Decision(cancel=running)
@@ -220,6 +234,14 @@ def _cancel_step(state: ExecutionState, now: datetime) -> Decision:
         execution_id=eid, seq=seq, at=now, user_id=state.cancel_requested_by or "",
         reason=state.cancel_reason, cancelled=state.stages_in("cancelled"),
         duration_ms=_ms_between(state.started_at, now))])
+
+
+def _stop_waits(state: ExecutionState, now: datetime, reason: str) -> list[Event]:
+    """Waiting stages have no attempt in flight to stop: they are cancelled at once."""
+    dag = state.require_dag()
+    waits = [s for s in state.stages_in("running") if dag.stage(s).waits]
+    return [StageCancelled(execution_id=state.execution_id, seq=state.version + 1 + i, at=now,
+                           stage_id=sid, reason=reason) for i, sid in enumerate(waits)]
 
 
 def _cancel_message(state: ExecutionState) -> str:

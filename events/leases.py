@@ -41,6 +41,7 @@ __all__ = [
     "holding_lease",
     "lease_holder",
     "lease_is_free",
+    "park",
     "project_queue",
     "record_crash",
     "recovery_sweep",
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 #: Statuses of an execution that has not ended (the sweep looks at these).
-ACTIVE_STATUSES = ("initiated", "in_progress", "compensating")
+ACTIVE_STATUSES = ("initiated", "in_progress", "waiting", "compensating")
 
 
 def execution_lock_key(execution_id: str) -> int:
@@ -83,7 +84,9 @@ QUEUE_CHANNEL = "wfdag_queue"
 #: Notified (payload: the execution id) when a cancel is requested: the runner driving the
 #: execution wakes and absorbs the request at once instead of at its next append.
 CANCEL_CHANNEL = "wfdag_cancel"
-_QUEUEING = ("workflow_initiated", "rollback_requested", "cancel_requested")
+#: Appended by callers: each wakes the execution (a parked one becomes claimable at once).
+_REQUESTS = ("cancel_requested", "stage_approved", "stage_rejected", "signal_received")
+_QUEUEING = ("workflow_initiated", "rollback_requested", *_REQUESTS)
 
 
 async def enqueue(conn: DBConnection, execution_id: str, at: datetime) -> None:
@@ -105,7 +108,9 @@ class _QueueProjector:
             return
         if any(e.type in _QUEUEING for e in events):
             await enqueue(conn, last.execution_id, last.at)
-        if any(e.type == "cancel_requested" for e in events):
+            await conn.execute("UPDATE execution_queue SET not_before = NULL "
+                               "WHERE execution_id = $1::uuid", last.execution_id)
+        if any(e.type in _REQUESTS for e in events):
             await conn.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, last.execution_id)
 
     async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
@@ -117,11 +122,11 @@ class _QueueProjector:
         if any(e.type in _QUEUEING for e in events):
             # A cancel requeues an execution nobody drives (the runner that takes it ends it
             # without running anything) and wakes the runner of one that runs.
-            cancel = any(e.type == "cancel_requested" for e in events)
+            cancel = any(e.type in _REQUESTS for e in events)
             return Prepared(
                 ctes=["INSERT INTO execution_queue (execution_id, enqueued_at) "
                       "SELECT {0}::uuid, {1}::timestamptz WHERE {ok} "
-                      "ON CONFLICT (execution_id) DO NOTHING"],
+                      "ON CONFLICT (execution_id) DO UPDATE SET not_before = NULL"],
                 selects=["CASE WHEN {ok} THEN pg_notify({2}::text, {3}::text) END",
                          *(["CASE WHEN {ok} THEN pg_notify({4}::text, {3}::text) END"]
                            if cancel else [])],
@@ -198,6 +203,18 @@ async def hand_back_unheld(conn: DBConnection, runners: Sequence[str]) -> list[s
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", key)
     return given
+
+
+async def park(lease_conn: DBConnection, execution_id: str, wake_at: datetime | None,
+               version: int) -> bool:
+    """Keep a parked execution in the queue, not claimable before ``wake_at`` (never, when
+    ``None``: only a request wakes it) — unless the log moved past ``version`` meanwhile (a
+    request came in: it stays claimable).  True when parked."""
+    status = await lease_conn.execute(
+        "UPDATE execution_queue SET not_before = COALESCE($2::timestamptz, 'infinity') "
+        "WHERE execution_id = $1::uuid AND (SELECT last_seq FROM workflow_executions "
+        "WHERE id = $1::uuid) = $3", execution_id, wake_at, version)
+    return bool(status.endswith(" 1"))
 
 
 async def release(lease_conn: DBConnection, execution_id: str) -> None:

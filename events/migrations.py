@@ -226,6 +226,41 @@ MIGRATIONS: list[tuple[int, str]] = [
           ON workflow_executions (created_by, started_at DESC, id DESC);
         """,
     ),
+    (
+        9,
+        # Waiting stages: a parked execution stays in the queue, not claimable before
+        # not_before (its next timer or deadline; 'infinity' when only a person or a signal
+        # can wake it).  A request (approval, signal, cancel) clears it.
+        """
+        ALTER TABLE execution_queue ADD COLUMN not_before TIMESTAMPTZ;
+        CREATE OR REPLACE FUNCTION wfdag_claim(p_runner TEXT, p_scan INTEGER)
+        RETURNS TABLE (claimed UUID, claimed_recoveries INTEGER, claimed_last_error TEXT)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+          candidate UUID;
+        BEGIN
+          FOR candidate IN
+            SELECT q.execution_id FROM execution_queue q
+            WHERE q.not_before IS NULL OR q.not_before <= now()
+            ORDER BY q.enqueued_at LIMIT p_scan
+          LOOP
+            IF pg_try_advisory_lock(wfdag_lock_key(candidate)) THEN
+              RETURN QUERY
+                UPDATE execution_queue q SET runner = p_runner, claimed_at = now(),
+                  orphaned_by = CASE WHEN q.runner IS NULL THEN q.orphaned_by
+                                     ELSE array_append(q.orphaned_by, q.runner) END
+                WHERE q.execution_id = candidate
+                RETURNING q.execution_id, q.recoveries, q.last_error;
+              IF FOUND THEN
+                RETURN;
+              END IF;
+              -- It ended between the scan and the lock.
+              PERFORM pg_advisory_unlock(wfdag_lock_key(candidate));
+            END IF;
+          END LOOP;
+        END $$;
+        """,
+    ),
 ]
 
 

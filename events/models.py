@@ -23,14 +23,19 @@ __all__ = [
     "CompensationStarted",
     "Event",
     "EventRow",
+    "ExecutionParked",
     "RollbackRequested",
     "RollbackStarted",
+    "SignalReceived",
+    "StageApproved",
     "StageAttempt",
     "StageCancelled",
     "StageCompleted",
     "StageFailed",
+    "StageRejected",
     "StageSkipped",
     "StageStarted",
+    "StageWaiting",
     "WorkflowCancelled",
     "WorkflowCompleted",
     "WorkflowFailed",
@@ -128,6 +133,56 @@ class StageCancelled(_EventBase):
     reason: str
 
 
+class StageWaiting(_EventBase):
+    """A waiting stage began to wait: for whom or what, and until when (a timer's wake time,
+    or an approval's or signal's deadline) — recorded once, so a restart never restarts the
+    clock."""
+
+    type: Literal["stage_waiting"] = "stage_waiting"
+    stage_id: str
+    waiting_for: Literal["approval", "signal", "timer"]
+    until: datetime | None = None
+    signal: str | None = None
+    approvers: list[str] | None = None
+
+
+class StageApproved(_EventBase):
+    """A person approved an approval stage (appended by the caller, absorbed by the runner)."""
+
+    type: Literal["stage_approved"] = "stage_approved"
+    stage_id: str
+    user_id: str
+    comment: str | None = None
+    data: dict[str, Any] | None = None
+
+
+class StageRejected(_EventBase):
+    """A person rejected an approval stage: it fails for good."""
+
+    type: Literal["stage_rejected"] = "stage_rejected"
+    stage_id: str
+    user_id: str
+    reason: str
+
+
+class SignalReceived(_EventBase):
+    """A named signal for the execution, kept until a signal stage of that name takes it."""
+
+    type: Literal["signal_received"] = "signal_received"
+    name: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    user_id: str
+
+
+class ExecutionParked(_EventBase):
+    """Every stage that could run waits: the runner let the execution go.  An approval, a
+    signal, a cancel or ``wake_at`` (the next timer or deadline) puts it back in the queue."""
+
+    type: Literal["execution_parked"] = "execution_parked"
+    waiting: list[str]
+    wake_at: datetime | None = None
+
+
 class RollbackRequested(_EventBase):
     """Someone asked to undo a completed or failed execution."""
 
@@ -213,6 +268,11 @@ Event = Annotated[
     | StageFailed
     | StageSkipped
     | StageCancelled
+    | StageWaiting
+    | StageApproved
+    | StageRejected
+    | SignalReceived
+    | ExecutionParked
     | RollbackRequested
     | CancelRequested
     | RollbackStarted
@@ -231,14 +291,18 @@ TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed", "work
                                   "workflow_cancelled"})
 #: Events another writer than the execution's runner may append while the runner drives it:
 #: the runner absorbs them (see ``actors.runner.drive``) instead of taking them for a fence.
-REQUEST_EVENT_TYPES = frozenset({"cancel_requested"})
+REQUEST_EVENT_TYPES = frozenset({"cancel_requested", "stage_approved", "stage_rejected",
+                                 "signal_received"})
 
 _ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
+#: Fields of the metadata that are datetimes (JSON carries them as ISO strings).
+_TIME_FIELDS = ("retry_at", "until", "wake_at")
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 _BY_TYPE: dict[str, type[_EventBase]] = {
     cls.model_fields["type"].default: cls
     for cls in (WorkflowInitiated, StageStarted, StageAttempt, StageCompleted, StageFailed,
-                StageSkipped, StageCancelled, RollbackRequested, CancelRequested,
+                StageSkipped, StageCancelled, StageWaiting, StageApproved, StageRejected,
+                SignalReceived, ExecutionParked, RollbackRequested, CancelRequested,
                 RollbackStarted, CompensationStarted, CompensationAttempt,
                 CompensationCompleted, CompensationFailed, WorkflowRolledBack,
                 WorkflowCancelled, WorkflowCompleted, WorkflowFailed)
@@ -285,10 +349,11 @@ def event_from_row(
         return _ADAPTER.validate_python(data)  # raises, naming the unknown type
     if trusted:
         # Rows this store wrote were validated on the way in: rebuild them without checking
-        # again (the one field JSON cannot carry as itself is ``retry_at``).
-        retry_at = data.get("retry_at")
-        if isinstance(retry_at, str):
-            data["retry_at"] = datetime.fromisoformat(retry_at)
+        # again (the fields JSON cannot carry as themselves are the times).
+        for name in _TIME_FIELDS:
+            value = data.get(name)
+            if isinstance(value, str):
+                data[name] = datetime.fromisoformat(value)
         if data.keys() >= _FIELDS[event_type]:
             # Every field is there (model_dump wrote defaults too): set them directly, which is
             # ten times cheaper than model_construct on a replay of thousands of events.

@@ -9,20 +9,26 @@ from typing import Any, Literal
 
 from definitions import WorkflowDAG
 from events.models import (
+    REQUEST_EVENT_TYPES,
     CancelRequested,
     CompensationAttempt,
     CompensationCompleted,
     CompensationFailed,
     CompensationStarted,
     Event,
+    ExecutionParked,
     RollbackRequested,
     RollbackStarted,
+    SignalReceived,
+    StageApproved,
     StageAttempt,
     StageCancelled,
     StageCompleted,
     StageFailed,
+    StageRejected,
     StageSkipped,
     StageStarted,
+    StageWaiting,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
@@ -40,8 +46,8 @@ __all__ = [
 ]
 
 ExecutionStatus = Literal[
-    "initiated", "in_progress", "compensating", "completed", "failed", "rolled_back",
-    "cancelled",
+    "initiated", "in_progress", "waiting", "compensating", "completed", "failed",
+    "rolled_back", "cancelled",
 ]
 StageStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 CompensationStatus = Literal["running", "completed", "failed"]
@@ -68,6 +74,12 @@ class StageState:
     comp_retry_at: datetime | None = None
     comp_error: dict[str, Any] | None = None
     comp_output: dict[str, Any] | None = None
+    waiting: str | None = None
+    """approval, signal or timer: what a waiting stage waits for (from ``stage_waiting``)."""
+    wake_at: datetime | None = None
+    """A timer's wake time; an approval's or signal's deadline."""
+    approval: dict[str, Any] | None = None
+    rejection: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -95,6 +107,8 @@ class ExecutionState:
     """Set by a cancel request (and kept: the end it leads to says who asked)."""
     cancel_compensate: bool = False
     cancel_reason: str | None = None
+    signals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Signals received and not yet taken by a signal stage, oldest first."""
     version: int = 0
     """The seq of the last event applied."""
 
@@ -133,6 +147,9 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
             f"of execution {state.execution_id}"
         )
     state.version = event.seq
+    if (state.status == "waiting" and event.type not in REQUEST_EVENT_TYPES
+            and not isinstance(event, ExecutionParked)):
+        state.status = "in_progress"  # a runner took it up again
     if isinstance(event, WorkflowInitiated):
         dag = WorkflowDAG.model_validate(event.dag)
         state.dag = dag
@@ -168,12 +185,20 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         stage.ended_at = event.at
         stage.duration_ms = event.duration_ms
         stage.completed_attempt = event.attempt
+        stage.wake_at = None
         state.completion_order.append(event.stage_id)
+        name = state.require_dag().stage(event.stage_id).signal
+        if name is not None:  # a signal stage took the oldest signal of its name
+            for i, (received, _) in enumerate(state.signals):
+                if received == name:
+                    del state.signals[i]
+                    break
     elif isinstance(event, StageFailed):
         assert stage is not None
         stage.status = "failed"
         stage.error = event.error
         stage.retry_at = None
+        stage.wake_at = None
         stage.ended_at = event.at
     elif isinstance(event, StageSkipped):
         assert stage is not None
@@ -183,11 +208,27 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         assert stage is not None
         stage.status = "cancelled"
         stage.retry_at = None
+        stage.wake_at = None
         stage.ended_at = event.at
     elif isinstance(event, RollbackRequested):
         state.status = "compensating"
         state.rollback_requested_by = event.user_id
         state.completed_at = None
+    elif isinstance(event, StageWaiting):
+        assert stage is not None
+        stage.waiting = event.waiting_for
+        stage.wake_at = event.until
+    elif isinstance(event, StageApproved):
+        assert stage is not None
+        stage.approval = {"approved": True, "by": event.user_id, "comment": event.comment,
+                          "data": event.data}
+    elif isinstance(event, StageRejected):
+        assert stage is not None
+        stage.rejection = {"by": event.user_id, "reason": event.reason}
+    elif isinstance(event, SignalReceived):
+        state.signals.append((event.name, dict(event.payload)))
+    elif isinstance(event, ExecutionParked):
+        state.status = "waiting"
     elif isinstance(event, CancelRequested):
         if state.cancel_requested_by is None:  # the first request stands; others are no-ops
             state.cancel_requested_by = event.user_id

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from definitions import ExecutionNotFoundError
-from events import Event, EventRow, event_to_row, parse_execution_id
+from events import REQUEST_EVENT_TYPES, Event, EventRow, event_to_row, parse_execution_id
 from events.database import DBConnection, DBReader
 from events.store import Prepared
 
@@ -52,6 +52,11 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
     for ev in events:
         data = ev.data
         kind = ev.type
+        if (current.get("status") == "waiting" and kind != "execution_parked"
+                and kind not in REQUEST_EVENT_TYPES):
+            current["status"] = "in_progress"  # a runner took it up again
+            current["audit_context"] = {k: v for k, v in current["audit_context"].items()
+                                        if k != "waiting"}
         if kind == "workflow_initiated":
             current = {
                 "id": ev.execution_id, "workflow_definition_id": data["workflow_id"],
@@ -84,6 +89,10 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
             current["completed_at"] = None
             current["audit_context"] = {**current["audit_context"],
                                         "rollback_requested_by": data["user_id"]}
+        elif kind == "execution_parked":
+            current["status"] = "waiting"
+            current["audit_context"] = {**current["audit_context"], "waiting": {
+                "stages": data["waiting"], "wake_at": data.get("wake_at")}}
         elif kind == "cancel_requested":
             audit = dict(current["audit_context"])
             audit.setdefault("cancel", {"requested_by": data["user_id"],
@@ -223,6 +232,12 @@ class WorkflowStatus(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def waiting(self) -> dict[str, Any] | None:
+        """While ``waiting``: the stages it waits on and when it wakes on its own
+        (``{"stages": [...], "wake_at": ISO or None}``)."""
+        return (self.audit_context or {}).get("waiting") if self.status == "waiting" else None
 
     @property
     def executed_steps(self) -> list[dict[str, Any]]:

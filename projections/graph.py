@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
-from definitions import Transition, WorkflowDAG
+from definitions import Transition, WorkflowDAG, WorkflowStage
 
 __all__ = ["COLOURS", "to_dot", "to_mermaid", "to_svg"]
 
@@ -31,11 +31,22 @@ def _label(transition: Transition) -> str:
     return f"{c.stage + '.' if c.stage else ''}{c.path} {c.op} {c.value!r}"
 
 
+#: A waiting stage's shape: mermaid brackets (open, close) and a DOT shape.
+_SHAPES = {"agent": ("[", "]", "box"), "approval": ("{{", "}}", "hexagon"),
+           "signal": (">", "]", "cds"), "timer": ("([", "])", "ellipse")}
+
+
+def _subtitle(stage: WorkflowStage) -> str:
+    return stage.id if stage.kind == "agent" else f"{stage.id} · {stage.kind}"
+
+
 def to_mermaid(dag: WorkflowDAG, states: Mapping[str, str] | None = None) -> str:
     lines = ["flowchart TD"]
     for stage in dag.stages:
         name = stage.name.replace('"', "'")
-        lines.append(f'    {stage.id}["{name}<br/><small>{stage.id}</small>"]')
+        left, right, _ = _SHAPES[stage.kind]
+        lines.append(f'    {stage.id}{left}"{name}<br/><small>{_subtitle(stage)}</small>"'
+                     f'{right}')
     for t in dag.transitions:
         label = _label(t).replace('"', "'").replace("|", "/")
         arrow = f" -->|{label}| " if label else " --> "
@@ -53,8 +64,10 @@ def to_dot(dag: WorkflowDAG, states: Mapping[str, str] | None = None) -> str:
              '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
     for stage in dag.stages:
         state = (states or {}).get(stage.id, "pending")
-        label = f"{stage.name}\\n{stage.id}" + (f"\\n[{state}]" if states else "")
-        lines.append(f'  "{stage.id}" [label="{label}", fillcolor="{COLOURS[state]}"];')
+        label = f"{stage.name}\\n{_subtitle(stage)}" + (f"\\n[{state}]" if states else "")
+        shape = _SHAPES[stage.kind][2]
+        lines.append(f'  "{stage.id}" [label="{label}", shape={shape}, '
+                     f'fillcolor="{COLOURS[state]}"];')
     for t in dag.transitions:
         label = _label(t).replace('"', "'")
         attrs = f' [label="{label}", style=dashed]' if label else ""

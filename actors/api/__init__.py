@@ -46,6 +46,7 @@ from actors.api.queries import (
     watch_execution,
 )
 from actors.api.sync import (
+    approve_stage_sync,
     cancel_workflow_sync,
     execute_workflow_dag_sync,
     get_execution_events_sync,
@@ -60,12 +61,15 @@ from actors.api.sync import (
     list_workflows_sync,
     rebuild_projections_sync,
     register_workflow_sync,
+    reject_stage_sync,
     replay_execution_sync,
     reset_workflow_circuit_breaker_sync,
     retry_failed_workflow_sync,
     rollback_workflow_sync,
+    send_signal_sync,
     wait_for_workflow_sync,
 )
+from actors.api.waiting import approve_stage, reject_stage, send_signal
 from actors.breakers import BreakerStatus
 from definitions import WaitTimeoutError
 from projections import ExecutionPage, ExecutionSnapshot, WorkflowStatus
@@ -79,6 +83,8 @@ __all__ = [
     "ExecutionSnapshot",
     "WaitTimeoutError",
     "WorkflowStatus",
+    "approve_stage",
+    "approve_stage_sync",
     "cancel_workflow",
     "cancel_workflow_sync",
     "check_start",
@@ -113,6 +119,8 @@ __all__ = [
     "recover_executions",
     "register_workflow",
     "register_workflow_sync",
+    "reject_stage",
+    "reject_stage_sync",
     "replay_execution",
     "replay_execution_sync",
     "replay_history",
@@ -122,6 +130,8 @@ __all__ = [
     "retry_failed_workflow_sync",
     "rollback_workflow",
     "rollback_workflow_sync",
+    "send_signal",
+    "send_signal_sync",
     "wait_for_workflow",
     "wait_for_workflow_sync",
     "watch_execution",

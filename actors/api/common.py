@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -107,3 +108,10 @@ def service_owns_runners(database_url: str) -> bool:
 
     return (not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
             and live_service(database_url) is not None)
+
+
+#: False in a process about to exit (the CLI sets it for its command): the API then never
+#: starts a local Ray and pool to drive what it queued — the caller makes sure the service
+#: (or a cluster) will.
+HOSTS_RUNNERS: contextvars.ContextVar[bool] = contextvars.ContextVar("wfdag_hosts_runners",
+                                                                     default=True)

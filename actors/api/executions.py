@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors.api.common import (
+    HOSTS_RUNNERS,
     check_context,
     check_idempotency_key,
     check_org,
@@ -53,9 +54,15 @@ async def ensure_runners() -> None:
     joined a Ray of its own): the queue is all it needs, no Ray starts here.  Otherwise this
     process joins ``RAY_ADDRESS`` or starts a local Ray and the pool, as a library caller did
     before the service."""
+    import os
+
+    import ray
+
     url = get_database_url()
     if service_owns_runners(url):
         return
+    if not HOSTS_RUNNERS.get() and not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
+        return  # a process about to exit: its caller starts the service
     ensure_ray()
     await ensure_pool(url)
 

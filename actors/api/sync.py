@@ -30,9 +30,11 @@ from actors.api.queries import (
     replay_execution,
     wait_for_workflow,
 )
+from actors.api.waiting import approve_stage, reject_stage, send_signal
 from actors.runtime import run_sync
 
 __all__ = [
+    "approve_stage_sync",
     "cancel_workflow_sync",
     "execute_workflow_dag_sync",
     "get_execution_events_sync",
@@ -47,10 +49,12 @@ __all__ = [
     "list_workflows_sync",
     "rebuild_projections_sync",
     "register_workflow_sync",
+    "reject_stage_sync",
     "replay_execution_sync",
     "reset_workflow_circuit_breaker_sync",
     "retry_failed_workflow_sync",
     "rollback_workflow_sync",
+    "send_signal_sync",
     "wait_for_workflow_sync",
 ]
 
@@ -85,4 +89,7 @@ wait_for_workflow_sync = _twin(wait_for_workflow)
 list_workflows_sync = _twin(list_workflows)
 list_executions_sync = _twin(list_executions)
 cancel_workflow_sync = _twin(cancel_workflow)
+approve_stage_sync = _twin(approve_stage)
+reject_stage_sync = _twin(reject_stage)
+send_signal_sync = _twin(send_signal)
 get_workflow_sync = _twin(get_workflow)

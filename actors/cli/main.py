@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from actors.cli import admin, execute, inspect, server
+from actors.cli import admin, execute, inspect, server, waits
 from actors.cli.execute import UsageError
 from actors.cli.render import say, set_stdout
 
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_verbs(sub, common)
     inspect.add_verbs(sub, common)
     admin.add_verbs(sub, common)
+    waits.add_verbs(sub, common)
     server.add_verbs(sub, common)
     for choice in sub.choices.values():
         choice.epilog = _EPILOG
@@ -101,8 +102,10 @@ def _ray_is_up() -> bool:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from actors.api.common import HOSTS_RUNNERS
     from actors.runtime import close_stores
 
+    HOSTS_RUNNERS.set(False)  # this process is about to exit: runners are the service's
     try:
         return int(await args.func(args))
     finally:

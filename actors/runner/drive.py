@@ -38,6 +38,7 @@ from events import (
 )
 from events.database import session_alive
 from events.secrets import has_sealed, open_secrets, scrub, secret_values
+from events.waiting import next_wake
 
 __all__ = ["Drive", "LeaseLostError"]
 
@@ -65,6 +66,8 @@ class Drive:
         self.execution_id = execution_id
         #: Set when someone else appended a request (a cancel) to this execution's log.
         self._requested = requested if requested is not None else asyncio.Event()
+        #: Set when the drive parked the execution: (its next wake time, the log's version).
+        self.parked: tuple[datetime | None, int] | None = None
         self._committed = 0  # the last seq known to be in the log
         self._store = store
         self._conn = lease_conn
@@ -97,8 +100,7 @@ class Drive:
                 self._secrets = secret_values(self._context)
                 if state.version == 1:
                     record_started(state.workflow_id)
-                await self._loop(state)
-                return DriveOutcome.ENDED
+                return await self._loop(state)
         except LeaseLostError:
             log.warning("execution.lease_lost",
                         detail="the lease connection died (database restart or partition): "
@@ -132,7 +134,7 @@ class Drive:
             self._dispatch.clear()
             self._cancel.clear()
 
-    async def _loop(self, state: ExecutionState) -> None:
+    async def _loop(self, state: ExecutionState) -> DriveOutcome:
         """Decide, dispatch, record — with the log written behind the decisions (group commit).
 
         Events are applied to the in-memory state as they are decided; one append is in flight
@@ -141,6 +143,7 @@ class Drive:
         crash re-runs what was not committed under the same attempt numbers and idempotency
         keys, as a crash during an attempt would.  The end of an execution is reported only
         once every event is committed."""
+        dag = state.require_dag()
         inflight: dict[tuple[str, str], asyncio.Task[StageOutcome]] = {}
         pending: list[Event] = []  # applied to state, not yet appended
         writing: asyncio.Task[None] | None = None  # the append in flight
@@ -191,7 +194,7 @@ class Drive:
                     for sid in cancel:
                         self._cancel.setdefault(sid, asyncio.Event()).set()
                     for sid in state.stages_in("running"):
-                        if ("run", sid) not in inflight:
+                        if ("run", sid) not in inflight and not dag.stage(sid).waits:
                             inflight[("run", sid)] = asyncio.create_task(
                                 self._attempt(state, sid))
                     for sid, undo in state.stages.items():
@@ -211,7 +214,24 @@ class Drive:
                         state, pending = await self._absorb(unwritten)
                         continue
                     self._log.info("execution.finished", status=state.status)
-                    return
+                    return DriveOutcome.ENDED
+                if state.status == "waiting" and not inflight:
+                    # Nothing runs, every running stage waits: let the execution go (it stays
+                    # in the queue until a request or its next wake time).
+                    try:
+                        if writing is not None:
+                            await writing
+                            writing, writing_events = None, []
+                        await self._write(state, pending)
+                    except ConcurrencyError:
+                        unwritten = [*writing_events, *pending] if writing is not None else pending
+                        writing, writing_events = None, []
+                        state, pending = await self._absorb(unwritten)
+                        continue
+                    self.parked = (next_wake(state), state.version)
+                    self._log.info("execution.parked", waiting=state.stages_in("running"),
+                                   wake_at=str(self.parked[0]))
+                    return DriveOutcome.PARKED
                 if pending and writing is None:
                     writing = asyncio.create_task(self._write(state, pending))
                     writing_events, pending = pending, []
@@ -222,7 +242,10 @@ class Drive:
                                                       request_waiter]
                 if writing is not None:
                     waiters.append(writing)
-                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                wake = next_wake(state)  # a timer or a deadline beside stages that run
+                timeout = None if wake is None else max(0.0, (wake - _now()).total_seconds())
+                done, _ = await asyncio.wait(waiters, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if lease_waiter in done:
                     # Another runner may take over at once: stop every stage task now (run()'s
                     # finally kills them) so that no stage ever runs twice at the same time.

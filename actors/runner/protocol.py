@@ -68,6 +68,7 @@ class DriveOutcome(enum.Enum):
     LEASE_LOST = "lease_lost"  # the lease session died: whoever takes the lease resumes it
     FENCED = "fenced"  # another writer got there first
     DATABASE_LOST = "database_lost"  # the database went away: handed back, uncounted
+    PARKED = "parked"  # every stage that could run waits: let go until a request or a time
 
     @property
     def hand_back(self) -> bool:

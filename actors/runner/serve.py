@@ -31,6 +31,7 @@ from events.leases import (
     claim_next,
     dead_letter,
     hand_back,
+    park,
     record_crash,
     release,
 )
@@ -172,10 +173,13 @@ class Runner:
         me = ray.get_runtime_context().current_actor
         me.executing.options(name=f"wfdag-exec-{eid}").remote(eid)
         try:
-            outcome = await Drive(
+            drive = Drive(
                 execution_id=eid, store=store, lease_conn=lease_conn, lease_lost=lease_lost,
                 dispatcher=self._dispatch, breakers=self._breakers,
-                database_url=self._database_url, log=self._log, requested=requested).run()
+                database_url=self._database_url, log=self._log, requested=requested)
+            outcome = await drive.run()
+            if outcome is DriveOutcome.PARKED and drive.parked is not None:
+                await park(lease_conn, eid, *drive.parked)
         except Exception as exc:
             self._log.exception("runner.execution_crashed", execution_id=eid,
                                 recoveries=claim.recoveries)
