@@ -119,3 +119,27 @@ def test_validate_warns_of_agents_that_do_not_import_here_naming_the_stage(
     assert "stage 'there': agent 'only_on_workers.mod:run' does not import" in err
     assert "stage 'there': compensation handler 'tests.agents:no_such_handler'" in err
     assert "stage 'here'" not in err
+
+
+def test_the_approval_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "validate", str(REPO / "examples" / "approval-flow.yaml"))
+    assert code == 0, err
+    assert "target-value-commit-approval-v1' v1 is valid (6 stages" in out
+
+
+@pytest.mark.parametrize(("stage", "message"), [
+    ({"kind": "timer", "timeout_seconds": 5}, "give exactly one of delay_seconds or until"),
+    ({"kind": "signal", "timeout_seconds": 5}, "name the signal it waits for"),
+    ({"kind": "approval", "timeout_seconds": 5, "agent": "x:y"}, "it calls no agent"),
+    ({"agent": "x:y", "timeout_seconds": 5, "signal": "s"}, "signal belongs to a signal stage"),
+    ({"agent": "x:y", "timeout_seconds": 90_000}, "an agent's timeout_seconds is at most"),
+])
+def test_each_kind_refuses_the_fields_of_another(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, stage: dict[str, object], message: str
+) -> None:
+    bad = tmp_path / "kind.json"
+    bad.write_text(json.dumps({"id": "k-v1", "name": "k", "version": 1, "initial_stage": "a",
+                               "final_stages": ["a"],
+                               "stages": [{"id": "a", "name": "A", **stage}]}))
+    code, _, err = run(capsys, "validate", str(bad))
+    assert code == 1 and message in err, err
