@@ -51,6 +51,40 @@ transitions:
 """
 
 
+GATE_FLOW = """
+id: service-gate-v1
+name: Gate
+version: 1
+initial_stage: gate
+final_stages: [after]
+stages:
+  - {id: gate, name: Gate, kind: approval, timeout_seconds: 3600}
+  - {id: after, name: After, agent: "tests.agents:noop", timeout_seconds: 30}
+transitions:
+  - {from_stage: gate, to_stage: after}
+"""
+
+# Run against the service by a script: 50 parked executions, then one that must not wait for
+# a runner, then the 50 approved.  Prints "ok" when every step held (deadlines, not sleeps).
+WAIT_50 = """
+import sys, time, actors
+from actors.runtime import settings
+assert settings().pool_size == 2
+ids = [actors.execute_workflow_dag_sync("service-gate-v1", {}, "script") for _ in range(50)]
+deadline = time.monotonic() + 120
+while any(actors.get_workflow_status_sync(i).status != "waiting" for i in ids):
+    assert time.monotonic() < deadline, "not all 50 parked"
+    time.sleep(0.2)
+quick = actors.execute_workflow_dag_sync("service-flow-v1", {"dir": sys.argv[1]}, "s")
+assert actors.wait_for_workflow_sync(quick, timeout=30).status == "completed"
+for i in ids:
+    actors.approve_stage_sync(i, "gate", "approver")
+for i in ids:
+    assert actors.wait_for_workflow_sync(i, timeout=120).status == "completed"
+print("ok")
+"""
+
+
 class Service:
     def __init__(self, home: Path, url: str) -> None:
         self.home = home
@@ -138,10 +172,10 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
 
     # A `run --wait` killed with SIGKILL mid-stage: the service sees the execution through.
     context = json.dumps({"dir": str(work), "seconds": 3})
+    before = service.calls(work, "one")  # before the run: its stage may start at once
     waiting = service.popen("run", "service-flow-v1", "--context", context, "--wait")
     assert waiting.stdout is not None
     eid = waiting.stdout.readline().strip()
-    before = service.calls(work, "one")
     deadline = time.monotonic() + 60
     while service.calls(work, "one") == before:
         assert time.monotonic() < deadline, "stage one never started"
@@ -260,6 +294,19 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     service.wait_for(victim_id, "completed", 120)
     effects = sorted(p.name for p in killed_work.glob(f"effect-{victim_id}_*"))
     assert effects == [f"effect-{victim_id}_one", f"effect-{victim_id}_two"], effects
+
+    # Waiting holds no runner: with two runners, 50 executions wait on an approval, a new
+    # one still runs at once; then all 50 are approved and complete.
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(GATE_FLOW)
+    assert service.wfdag("register", str(gate)).returncode == 0
+    quick_dir = tmp_path / "quick"
+    quick_dir.mkdir()
+    many = subprocess.run([sys.executable, "-c", WAIT_50, str(quick_dir)], cwd=REPO,
+                          env=service.env,
+                          text=True, capture_output=True, timeout=300, check=False)
+    assert many.returncode == 0, many.stderr
+    assert many.stdout.split()[-1] == "ok", many.stdout
 
     # Under a supervisor: --foreground runs the service in that process, SIGTERM ends it.
     assert service.wfdag("server", "stop").returncode == 0
