@@ -189,9 +189,13 @@ class Runner:
             driving.set()
             del self.driving[eid]
             self._requests.pop(eid, None)
-            self.running = None
             set_live(self.name, 0)
             if outcome is not None and outcome.hand_back:
                 self._lost = True
-            await release(lease_conn, eid)
-            self._lost = False
+            try:
+                await release(lease_conn, eid)
+                self._lost = False
+            finally:
+                # Cleared once the lease is given up: while this runner holds it, `current`
+                # names the execution (as lease_holder, and so execution_actor, do).
+                self.running = None

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,19 @@ transitions:
   - {from_stage: one, to_stage: two}
 """
 
+
+TIMER_FLOW = """
+id: service-timer-v1
+name: Timer
+version: 1
+initial_stage: nap
+final_stages: [after]
+stages:
+  - {id: nap, name: Nap, kind: timer, delay_seconds: 3, timeout_seconds: 60}
+  - {id: after, name: After, agent: "tests.agents:noop", timeout_seconds: 30}
+transitions:
+  - {from_stage: nap, to_stage: after}
+"""
 
 GATE_FLOW = """
 id: service-gate-v1
@@ -307,6 +321,26 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
                           text=True, capture_output=True, timeout=300, check=False)
     assert many.returncode == 0, many.stderr
     assert many.stdout.split()[-1] == "ok", many.stdout
+
+    # A timer that falls due while the service is down fires when it is back, once.
+    timer = tmp_path / "timer.yaml"
+    timer.write_text(TIMER_FLOW)
+    assert service.wfdag("register", str(timer)).returncode == 0
+    nap = service.wfdag("run", "service-timer-v1")
+    nap_id = nap.stdout.strip().splitlines()[-1]
+    asleep = service.wait_for(nap_id, "waiting", 60)
+    wake_at = datetime.fromisoformat(asleep["audit_context"]["waiting"]["wake_at"])
+    assert service.wfdag("server", "stop").returncode == 0
+    deadline = time.monotonic() + 30
+    while datetime.now(UTC) <= wake_at:  # the timer falls due while nothing runs
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert service.status_of(nap_id)["status"] == "waiting"
+    assert service.wfdag("server", "start").returncode == 0
+    service.wait_for(nap_id, "completed", 60)
+    log = service.wfdag("events", nap_id, "--json")
+    kinds = [json.loads(line)["type"] for line in log.stdout.splitlines()]
+    assert kinds.count("stage_waiting") == 1 and kinds.count("stage_completed") == 2
 
     # Under a supervisor: --foreground runs the service in that process, SIGTERM ends it.
     assert service.wfdag("server", "stop").returncode == 0
