@@ -161,3 +161,35 @@ async def test_the_cli_approves_rejects_and_signals(tmp_dir: Path) -> None:
     assert (await wait_for_workflow(other, timeout=30)).status == "failed"
     missing = wfdag("approve", "00000000-0000-4000-8000-00000000dead", "gate")
     assert missing.returncode == 3 and "not found" in missing.stderr
+
+
+async def test_a_timer_beside_a_running_stage_keeps_its_clock_when_the_runner_is_killed(
+    tmp_dir: Path,
+) -> None:
+    import ray
+
+    from actors import execution_actor
+    from tests.integration.helpers import wait_until
+
+    dag = await register_chain(
+        "timer-kill",
+        [stage("start", "noop"), stage("work", "logged_sleep"),
+         wait_stage("nap", "timer", delay_seconds=3), stage("end", "noop")],
+        transitions=[{"from_stage": "start", "to_stage": "work"},
+                     {"from_stage": "start", "to_stage": "nap"},
+                     {"from_stage": "work", "to_stage": "end"},
+                     {"from_stage": "nap", "to_stage": "end"}])
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": 4}, "tester")
+    runs = tmp_dir / "runs-work"
+    await wait_until(runs.exists, timeout=30, what="the 4 s stage to start beside the timer")
+    handle = execution_actor(eid)
+    assert handle is not None, "a runner drives it while its agent stage runs"
+    ray.kill(handle, no_restart=False)  # halfway through the timer's 3 s
+    done = await wait_for_workflow(eid, timeout=60)
+    assert done.status == "completed"
+    events = await events_of(eid)
+    waits = [e for e in events if e.type == "stage_waiting"]
+    woke = next(e for e in events if e.type == "stage_completed" and e.stage_id == "nap")
+    assert len(waits) == 1, "the adopting runner read the wake time from the log"
+    assert (woke.at - waits[0].at).total_seconds() >= 3
+    assert woke.output["due"] == waits[0].until.isoformat()
