@@ -104,7 +104,10 @@ def _waiting_approval(state: ExecutionState, stage_id: str, action: str) -> None
                if record.status == "pending" else "it no longer waits"))
 
 
-def _approver(stage_approvers: tuple[str, ...] | None, user_id: str, stage_id: str) -> None:
+def _decider(state: ExecutionState, stage_id: str, user_id: str, action: str) -> None:
+    """The stage waits for a decision, and ``user_id`` may make it."""
+    _waiting_approval(state, stage_id, action)
+    stage_approvers = state.require_dag().stage(stage_id).approvers
     if stage_approvers is not None and user_id not in stage_approvers:
         raise StageStateError(f"user {user_id[:100]!r} may not decide stage {stage_id!r}: "
                               f"its approvers are {', '.join(stage_approvers)}")
@@ -124,8 +127,7 @@ async def approve_stage(
     store = await ready_store()
 
     def make(state: ExecutionState) -> Event:
-        _waiting_approval(state, stage_id, "an approval")
-        _approver(state.require_dag().stage(stage_id).approvers, user_id, stage_id)
+        _decider(state, stage_id, user_id, "an approval")
         return StageApproved(execution_id=state.execution_id, seq=state.version + 1,
                              at=datetime.now(UTC), stage_id=stage_id, user_id=user_id,
                              comment=text, data=payload)
@@ -146,8 +148,7 @@ async def reject_stage(
     store = await ready_store()
 
     def make(state: ExecutionState) -> Event:
-        _waiting_approval(state, stage_id, "a rejection")
-        _approver(state.require_dag().stage(stage_id).approvers, user_id, stage_id)
+        _decider(state, stage_id, user_id, "a rejection")
         return StageRejected(execution_id=state.execution_id, seq=state.version + 1,
                              at=datetime.now(UTC), stage_id=stage_id, user_id=user_id,
                              reason=why)

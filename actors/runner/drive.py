@@ -201,33 +201,24 @@ class Drive:
                         if undo.compensation == "running" and ("undo", sid) not in inflight:
                             inflight[("undo", sid)] = asyncio.create_task(
                                 self._compensate(state, sid))
-                if state.terminal:
+                if state.terminal or (state.status == "waiting" and not inflight):
+                    # The end, or a park (nothing runs, every running stage waits): everything
+                    # decided is written first.
                     try:
                         if writing is not None:
                             await writing
                             writing, writing_events = None, []
                         await self._write(state, pending)
                     except ConcurrencyError:
-                        # A request came in just before the end: absorb it, decide again.
+                        # A request came in just before: absorb it, decide again.
                         unwritten = [*writing_events, *pending] if writing is not None else pending
                         writing, writing_events = None, []
                         state, pending = await self._absorb(unwritten)
                         continue
-                    self._log.info("execution.finished", status=state.status)
-                    return DriveOutcome.ENDED
-                if state.status == "waiting" and not inflight:
-                    # Nothing runs, every running stage waits: let the execution go (it stays
-                    # in the queue until a request or its next wake time).
-                    try:
-                        if writing is not None:
-                            await writing
-                            writing, writing_events = None, []
-                        await self._write(state, pending)
-                    except ConcurrencyError:
-                        unwritten = [*writing_events, *pending] if writing is not None else pending
-                        writing, writing_events = None, []
-                        state, pending = await self._absorb(unwritten)
-                        continue
+                    if state.terminal:
+                        self._log.info("execution.finished", status=state.status)
+                        return DriveOutcome.ENDED
+                    # It stays in the queue until a request or its next wake time.
                     self.parked = (next_wake(state), state.version)
                     self._log.info("execution.parked", waiting=state.stages_in("running"),
                                    wake_at=str(self.parked[0]))

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from actors.service.record import ServiceRecord, live_service, log_path, pid_alive
+from actors.service.record import ServiceRecord, live_service, log_path, pid_alive, proc_stat
 from definitions import WfdagError
 
 __all__ = ["START_TIMEOUT_SECONDS", "ServiceError", "start_service", "stop_service"]
@@ -95,13 +95,10 @@ def _end_leftovers(session: int) -> None:
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit() or int(entry) == session:
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            state, sid = fields[0], int(fields[3])  # state, ppid, pgrp, session, …
-        except (OSError, ValueError, IndexError):
+        fields = proc_stat(int(entry))
+        if fields is None or len(fields) < 4:
             continue
-        if sid == session and state not in ("Z", "X"):
+        if fields[3] == str(session) and fields[0] not in ("Z", "X"):  # session; not a zombie
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry), signal.SIGKILL)
 

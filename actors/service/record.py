@@ -21,6 +21,7 @@ __all__ = [
     "live_service",
     "log_path",
     "pid_alive",
+    "proc_stat",
     "record_path",
 ]
 
@@ -38,6 +39,16 @@ def database_fingerprint(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, session,
+    …), or ``None`` when there is no such process (or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """The process runs (a zombie — dead, not yet collected by its parent — does not)."""
     try:
@@ -46,11 +57,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True  # no /proc here: the signal said it exists
+    fields = proc_stat(pid)
+    return fields is None or fields[0] not in ("Z", "X")  # no /proc: the signal said it is
 
 
 @dataclass(frozen=True, slots=True)

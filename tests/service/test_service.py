@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from actors.service.record import pid_alive
 from tests.conftest import REPO, isolated_env, new_database
 
 WORKFLOW = """
@@ -213,7 +214,7 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
     assert service.record() is None
     assert not _session_members(record["pid"]), "processes of the service outlived it"
-    assert not _alive(record["pid"]), "the service process is still alive"
+    assert not pid_alive(record["pid"]), "the service process is still alive"
     assert service.status_of(eid)["status"] == "in_progress"  # waiting for a runner
     again = service.wfdag("server", "start")
     assert again.returncode == 0, again.stderr
@@ -273,7 +274,7 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.strip().splitlines()[-1] == "cancelled"
     deadline = time.monotonic() + 15
-    while _alive(pid):
+    while pid_alive(pid):
         assert time.monotonic() < deadline, "the cancelled stage's process is still there"
         time.sleep(0.1)
     assert not (dirs["a"] / "finished-two").exists()
@@ -363,13 +364,3 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     finally:
         if supervised.poll() is None:
             supervised.kill()
-
-
-def _alive(pid: int) -> bool:
-    """Running: not gone, and not a zombie (in a container whose init does not collect
-    orphans, a dead process whose parent exited stays a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
