@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MAX_AGENT_TIMEOUT_SECONDS",
+    "MAX_CHILD_DEPTH",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "MAX_NESTING",
     "MAX_ORGANIZATION_ID_CHARS",
@@ -33,3 +34,6 @@ MAX_ORGANIZATION_ID_CHARS = 200
 MAX_AGENT_TIMEOUT_SECONDS = 86_400
 #: The longest an approval or signal stage may wait, and a timer may sleep (a year).
 MAX_WAIT_SECONDS = 366 * 86_400
+
+#: How deep child workflows may nest (a parent's child's child …): deeper, the stage fails.
+MAX_CHILD_DEPTH = 8

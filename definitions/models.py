@@ -33,11 +33,13 @@ __all__ = [
 
 AgentType = Literal["opportunity", "target", "realization", "expansion", "integrity"]
 #: What a stage is: an agent call (default), or a wait — for a person (``approval``), for a
-#: named signal from another system (``signal``), or for a time (``timer``).
-StageKind = Literal["agent", "approval", "signal", "timer"]
-WAITING_KINDS: frozenset[str] = frozenset({"approval", "signal", "timer"})
+#: named signal from another system (``signal``), for a time (``timer``), or for a child
+#: workflow it starts (``workflow``).
+StageKind = Literal["agent", "approval", "signal", "timer", "workflow"]
+WAITING_KINDS: frozenset[str] = frozenset({"approval", "signal", "timer", "workflow"})
 _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "approval": ("approvers",), "signal": ("signal",), "timer": ("delay_seconds", "until"),
+    "workflow": ("workflow", "version"),
 }
 AGENT_TYPES: tuple[str, ...] = ("opportunity", "target", "realization", "expansion", "integrity")
 
@@ -142,6 +144,10 @@ class WorkflowStage(BaseModel):
     #: … or until the ISO time at this dotted path: ``context.<path>`` or ``<stage>.<path>``
     #: (an upstream stage's output).
     until: str | None = Field(default=None, min_length=3, max_length=300)
+    #: workflow: the child workflow it starts (its latest active version, or ``version``);
+    #: it completes with the child's outputs by stage id.
+    workflow: str | None = Field(default=None, min_length=1, max_length=200, pattern=_ID)
+    version: int | None = Field(default=None, ge=1)
     retry_config: str | RetryConfig = "STANDARD"
     compensation_handler: str | None = Field(default=None, max_length=300)
     capabilities: tuple[str, ...] = Field(default=(), max_length=100)
@@ -192,6 +198,13 @@ class WorkflowStage(BaseModel):
         if self.kind == "signal" and self.signal is None:
             raise ValueError(f"stage {self.id!r} is a signal stage: name the signal it waits "
                              f"for (signal: <name>)")
+        if self.kind == "workflow":
+            if self.workflow is None:
+                raise ValueError(f"stage {self.id!r} is a workflow stage: name the child "
+                                 f"workflow it starts (workflow: <id>)")
+            if self.compensation_handler is not None:
+                raise ValueError(f"stage {self.id!r} is a workflow stage: it is undone by "
+                                 f"rolling its child back (drop compensation_handler)")
         if self.kind == "timer" and (self.delay_seconds is None) == (self.until is None):
             raise ValueError(f"stage {self.id!r} is a timer: give exactly one of "
                              f"delay_seconds or until (a dotted path to an ISO time)")
@@ -199,7 +212,7 @@ class WorkflowStage(BaseModel):
 
     @property
     def waits(self) -> bool:
-        """An approval, signal or timer stage: it holds no runner while it waits."""
+        """An approval, signal, timer or workflow stage: it holds no runner while it waits."""
         return self.kind in WAITING_KINDS
 
     def _one_agent(self) -> Self:

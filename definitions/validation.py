@@ -115,6 +115,10 @@ def validate_workflow_dag(dag: WorkflowDAG) -> ValidationResult:
                 f"which is neither a built-in handler nor an import path module:function"
             )
 
+        if stage.workflow == dag.id:
+            errors.append(f"stage {stage.id!r} starts workflow {dag.id!r} itself: a workflow "
+                          f"stage's child would start another without end")
+
     pairs = Counter((t.from_stage, t.to_stage) for t in dag.transitions)
     for (source, target), count in pairs.items():
         if count > 1:

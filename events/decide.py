@@ -33,7 +33,7 @@ from events.models import (
     WorkflowRolledBack,
 )
 from events.state import SETTLED_STAGE, ExecutionState
-from events.waiting import parked_event, waiting_step
+from events.waiting import child_compensation_step, parked_event, waiting_step
 
 __all__ = [
     "Decision",
@@ -130,12 +130,14 @@ def upstream_outputs(state: ExecutionState, stage_id: str) -> dict[str, dict[str
 
 
 def rollback_order(state: ExecutionState) -> list[str]:
-    """Completed stages with a handler, not yet compensated, in reverse order of completion."""
+    """Completed stages with a handler (or a child workflow, rolled back in turn), not yet
+    compensated, in reverse order of completion."""
     dag = state.require_dag()
     return [
         sid
         for sid in reversed(state.completion_order)
-        if dag.stage(sid).compensation_handler and state.stages[sid].compensation != "completed"
+        if (dag.stage(sid).compensation_handler or state.stages[sid].child_execution_id)
+        and state.stages[sid].compensation != "completed"
     ]
 
 
@@ -163,8 +165,10 @@ def decide(state: ExecutionState, now: datetime) -> Decision:
         return Decision()
     eid = state.execution_id
     seq = state.version + 1
-    if state.status == "compensating":
-        return Decision(_rollback_step(state, now))
+    if state.phase == "compensating":
+        undo = _rollback_step(state, now)
+        parked = None if undo else parked_event(state, now)
+        return Decision(undo if parked is None else [parked])
     if state.terminal:
         return Decision()
 
@@ -262,14 +266,15 @@ def _rollback_step(state: ExecutionState, now: datetime) -> list[Event]:
         if undo.compensation == "completed":
             continue
         if undo.compensation == "running":
+            if dag.stage(sid).kind == "workflow":  # its child's rollback
+                return child_compensation_step(state, sid, now)
             return []
         if undo.compensation == "failed":
             failures.append(sid)
             if dag.compensation_policy == "halt_on_error":
                 break
             continue
-        handler = dag.stage(sid).compensation_handler
-        assert handler is not None
+        handler = dag.stage(sid).compensation_handler or "rollback of its child workflow"
         return [CompensationStarted(execution_id=eid, seq=seq, at=now, stage_id=sid,
                                     handler=handler)]
     duration = _ms_between(state.rollback_started_at, now)

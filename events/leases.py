@@ -12,15 +12,17 @@ session) dies.  The queue row remembers who claimed it, how often its runners di
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from events.children import after_append, reconcile
 from events.database import DBConnection
 from events.endings import dead_letter_events
-from events.models import TERMINAL_EVENT_TYPES, Event
+from events.models import REQUEST_EVENT_TYPES, TERMINAL_EVENT_TYPES, Event
 from events.state import fold
 from events.store import EventStore, Prepared, parse_execution_id
 
@@ -85,7 +87,7 @@ QUEUE_CHANNEL = "wfdag_queue"
 #: execution wakes and absorbs the request at once instead of at its next append.
 CANCEL_CHANNEL = "wfdag_cancel"
 #: Appended by callers: each wakes the execution (a parked one becomes claimable at once).
-_REQUESTS = ("cancel_requested", "stage_approved", "stage_rejected", "signal_received")
+_REQUESTS = tuple(sorted(REQUEST_EVENT_TYPES))
 _QUEUEING = ("workflow_initiated", "rollback_requested", *_REQUESTS)
 
 
@@ -268,6 +270,7 @@ async def dead_letter(store: EventStore, claim: Claim,
     events = dead_letter_events(state, datetime.now(UTC), recoveries=claim.recoveries,
                                 reason=reason)
     await store.append(events, expected_version=state.version, conn=conn)
+    await after_append(store, state, events)  # a child tells its parent
     return DeadLettered(state.workflow_id, events, reason)
 
 
@@ -278,6 +281,8 @@ class SweepReport:
 
     resumed: list[str] = field(default_factory=list)
     dead_lettered: dict[str, DeadLettered] = field(default_factory=dict)
+    #: Links between parents and children a crash had cut, mended (see events.children).
+    mended: int = 0
 
 
 async def recovery_sweep(store: EventStore, *, max_recoveries: int) -> SweepReport:
@@ -288,11 +293,14 @@ async def recovery_sweep(store: EventStore, *, max_recoveries: int) -> SweepRepo
     report = SweepReport()
     async with store.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT e.id, e.started_at, q.recoveries, q.runner, q.last_error "
+            "SELECT e.id, e.started_at, q.recoveries, q.runner, q.last_error, "
+            "q.execution_id IS NOT NULL AS queued "
             "FROM workflow_executions e "
             "LEFT JOIN execution_queue q ON q.execution_id = e.id "
             "WHERE e.status = ANY($1::text[]) ORDER BY e.started_at", list(ACTIVE_STATUSES))
         for row in rows:
+            if row["queued"] and row["runner"] is None:
+                continue  # queued (or parked) and nobody claimed it: nothing to recover
             eid = str(row["id"])
             key = execution_lock_key(eid)
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
@@ -310,4 +318,4 @@ async def recovery_sweep(store: EventStore, *, max_recoveries: int) -> SweepRepo
                 report.resumed.append(eid)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
-    return report
+    return dataclasses.replace(report, mended=await reconcile(store))

@@ -17,6 +17,7 @@ __all__ = [
     "REQUEST_EVENT_TYPES",
     "TERMINAL_EVENT_TYPES",
     "CancelRequested",
+    "ChildWorkflowEnded",
     "CompensationAttempt",
     "CompensationCompleted",
     "CompensationFailed",
@@ -66,6 +67,11 @@ class WorkflowInitiated(_EventBase):
     user_id: str
     retry_of: str | None = None
     idempotency_key: str | None = None
+    #: A child workflow's: the execution and the ``workflow`` stage that started it, and how
+    #: deep it is nested (a top-level execution is 0).
+    parent_execution_id: str | None = None
+    parent_stage_id: str | None = None
+    depth: int = Field(default=0, ge=0)
 
 
 class StageStarted(_EventBase):
@@ -140,10 +146,26 @@ class StageWaiting(_EventBase):
 
     type: Literal["stage_waiting"] = "stage_waiting"
     stage_id: str
-    waiting_for: Literal["approval", "signal", "timer"]
+    waiting_for: Literal["approval", "signal", "timer", "workflow"]
     until: datetime | None = None
     signal: str | None = None
     approvers: list[str] | None = None
+    #: A ``workflow`` stage's child execution (its id follows from the parent's and the
+    #: stage's: started twice, it is the same child).
+    child_execution_id: str | None = None
+
+
+class ChildWorkflowEnded(_EventBase):
+    """A ``workflow`` stage's child execution ended (completed, failed, cancelled or rolled
+    back): appended to the parent's log by whoever ended the child, absorbed by the parent's
+    runner like a request."""
+
+    type: Literal["child_workflow_ended"] = "child_workflow_ended"
+    stage_id: str
+    child_execution_id: str
+    status: Literal["completed", "failed", "cancelled", "rolled_back"]
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error_message: str | None = None
 
 
 class StageApproved(_EventBase):
@@ -272,6 +294,7 @@ Event = Annotated[
     | StageApproved
     | StageRejected
     | SignalReceived
+    | ChildWorkflowEnded
     | ExecutionParked
     | RollbackRequested
     | CancelRequested
@@ -292,7 +315,7 @@ TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed", "work
 #: Events another writer than the execution's runner may append while the runner drives it:
 #: the runner absorbs them (see ``actors.runner.drive``) instead of taking them for a fence.
 REQUEST_EVENT_TYPES = frozenset({"cancel_requested", "stage_approved", "stage_rejected",
-                                 "signal_received"})
+                                 "signal_received", "child_workflow_ended"})
 
 _ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
 #: Fields of the metadata that are datetimes (JSON carries them as ISO strings).

@@ -11,6 +11,7 @@ from definitions import WorkflowDAG
 from events.models import (
     REQUEST_EVENT_TYPES,
     CancelRequested,
+    ChildWorkflowEnded,
     CompensationAttempt,
     CompensationCompleted,
     CompensationFailed,
@@ -80,6 +81,12 @@ class StageState:
     """A timer's wake time; an approval's or signal's deadline."""
     approval: dict[str, Any] | None = None
     rejection: dict[str, Any] | None = None
+    child_execution_id: str | None = None
+    """A ``workflow`` stage's child execution."""
+    child_status: str | None = None
+    """How its child last ended (from ``child_workflow_ended``): completed, failed, …"""
+    child_outputs: dict[str, Any] | None = None
+    child_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,7 +98,13 @@ class ExecutionState:
     context: dict[str, Any] = field(default_factory=dict)
     user_id: str = ""
     retry_of: str | None = None
+    parent: tuple[str, str] | None = None
+    """A child workflow's parent: (execution id, stage id)."""
+    depth: int = 0
     status: ExecutionStatus = "initiated"
+    resume_status: ExecutionStatus = "in_progress"
+    """While ``waiting``: the status it resumes with (``compensating`` when it parked while
+    its rollback waits for a child workflow's)."""
     stages: dict[str, StageState] = field(default_factory=dict)
     completion_order: list[str] = field(default_factory=list)
     current_stage: str | None = None
@@ -115,6 +128,11 @@ class ExecutionState:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def phase(self) -> ExecutionStatus:
+        """The status, with a parked execution's the one it resumes with."""
+        return self.resume_status if self.status == "waiting" else self.status
 
     @property
     def completed_stages(self) -> list[str]:
@@ -149,7 +167,7 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
     state.version = event.seq
     if (state.status == "waiting" and event.type not in REQUEST_EVENT_TYPES
             and not isinstance(event, ExecutionParked)):
-        state.status = "in_progress"  # a runner took it up again
+        state.status = state.resume_status  # a runner took it up again
     if isinstance(event, WorkflowInitiated):
         dag = WorkflowDAG.model_validate(event.dag)
         state.dag = dag
@@ -158,6 +176,9 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         state.context = event.context
         state.user_id = event.user_id
         state.retry_of = event.retry_of
+        if event.parent_execution_id is not None:
+            state.parent = (event.parent_execution_id, event.parent_stage_id or "")
+        state.depth = event.depth
         state.started_at = event.at
         state.stages = {stage.id: StageState() for stage in dag.stages}
         return state
@@ -218,6 +239,13 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         assert stage is not None
         stage.waiting = event.waiting_for
         stage.wake_at = event.until
+        if event.child_execution_id is not None:
+            stage.child_execution_id = event.child_execution_id
+    elif isinstance(event, ChildWorkflowEnded):
+        assert stage is not None
+        stage.child_status = event.status
+        stage.child_outputs = dict(event.outputs)
+        stage.child_error = event.error_message
     elif isinstance(event, StageApproved):
         assert stage is not None
         stage.approval = {"approved": True, "by": event.user_id, "comment": event.comment,
@@ -228,6 +256,8 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
     elif isinstance(event, SignalReceived):
         state.signals.append((event.name, dict(event.payload)))
     elif isinstance(event, ExecutionParked):
+        if state.status != "waiting":
+            state.resume_status = state.status
         state.status = "waiting"
     elif isinstance(event, CancelRequested):
         if state.cancel_requested_by is None:  # the first request stands; others are no-ops
@@ -252,6 +282,8 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
     elif isinstance(event, CompensationStarted):
         assert stage is not None
         stage.compensation = "running"
+        if stage.child_execution_id is not None:
+            stage.child_status = None  # its child's rollback is what it waits for now
     elif isinstance(event, CompensationAttempt):
         assert stage is not None
         stage.comp_attempts = max(stage.comp_attempts, event.attempt)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from definitions import ExecutionNotFoundError
 from events import REQUEST_EVENT_TYPES, Event, EventRow, event_to_row, parse_execution_id
@@ -54,7 +54,9 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
         kind = ev.type
         if (current.get("status") == "waiting" and kind != "execution_parked"
                 and kind not in REQUEST_EVENT_TYPES):
-            current["status"] = "in_progress"  # a runner took it up again
+            # A runner took it up again: running, or compensating when it parked mid-rollback.
+            current["status"] = current["audit_context"].get("waiting", {}).get(
+                "resume", "in_progress")
             current["audit_context"] = {k: v for k, v in current["audit_context"].items()
                                         if k != "waiting"}
         if kind == "workflow_initiated":
@@ -65,7 +67,10 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
                 "error_message": None,
                 "context": {**data["context"], "executed_steps": []},
                 "audit_context": {"user_id": data["user_id"], "retry_of": data.get("retry_of"),
-                                  "idempotency_key": data.get("idempotency_key")},
+                                  "idempotency_key": data.get("idempotency_key"),
+                                  **({"parent": {"execution_id": data["parent_execution_id"],
+                                                 "stage_id": data.get("parent_stage_id")}}
+                                     if data.get("parent_execution_id") else {})},
                 "circuit_breaker_state": None, "created_by": data["user_id"],
                 "organization_id": organization_of(data["context"]),
             }
@@ -90,9 +95,15 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
             current["audit_context"] = {**current["audit_context"],
                                         "rollback_requested_by": data["user_id"]}
         elif kind == "execution_parked":
+            resume = current["audit_context"].get("waiting", {}).get(
+                "resume", current["status"] if current["status"] != "waiting" else "in_progress")
             current["status"] = "waiting"
             current["audit_context"] = {**current["audit_context"], "waiting": {
-                "stages": data["waiting"], "wake_at": data.get("wake_at")}}
+                "stages": data["waiting"], "wake_at": data.get("wake_at"), "resume": resume}}
+        elif kind == "stage_waiting" and data.get("child_execution_id"):
+            current["audit_context"] = {**current["audit_context"], "children": {
+                **current["audit_context"].get("children", {}),
+                str(ev.stage_id): data["child_execution_id"]}}
         elif kind == "cancel_requested":
             audit = dict(current["audit_context"])
             audit.setdefault("cancel", {"requested_by": data["user_id"],
@@ -228,6 +239,10 @@ class WorkflowStatus(BaseModel):
     circuit_breaker_state: dict[str, Any] | None = None
     audit_context: dict[str, Any] | None = None
     organization_id: str | None = None
+    #: A child workflow's parent: ``{"execution_id": …, "stage_id": …}``.
+    parent: dict[str, Any] | None = None
+    #: The child executions its ``workflow`` stages started, by stage id.
+    children: dict[str, str] = Field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -282,4 +297,6 @@ def status_of_row(row: Any) -> WorkflowStatus:
         circuit_breaker_state=row["circuit_breaker_state"],
         audit_context=row["audit_context"],
         organization_id=row["organization_id"],
+        parent=(row["audit_context"] or {}).get("parent"),
+        children=(row["audit_context"] or {}).get("children", {}),
     )

@@ -33,10 +33,13 @@ def _label(transition: Transition) -> str:
 
 #: A waiting stage's shape: mermaid brackets (open, close) and a DOT shape.
 _SHAPES = {"agent": ("[", "]", "box"), "approval": ("{{", "}}", "hexagon"),
-           "signal": (">", "]", "cds"), "timer": ("([", "])", "ellipse")}
+           "signal": (">", "]", "cds"), "timer": ("([", "])", "ellipse"),
+           "workflow": ("[[", "]]", "box3d")}
 
 
 def _subtitle(stage: WorkflowStage) -> str:
+    if stage.kind == "workflow":
+        return f"{stage.id} · workflow {stage.workflow}"
     return stage.id if stage.kind == "agent" else f"{stage.id} · {stage.kind}"
 
 

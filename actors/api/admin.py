@@ -99,6 +99,8 @@ async def recover_executions() -> dict[str, list[str]]:
     report = await recovery_sweep(store, max_recoveries=settings().max_recoveries)
     for eid in report.resumed:
         log.info("execution.resumed", execution_id=eid)
+    if report.mended:
+        log.info("execution.children_mended", links=report.mended)
     for eid, done in report.dead_lettered.items():
         record_events(done.workflow_id, done.events)
         log.error("execution.dead_lettered", execution_id=eid, reason=done.reason[:500],

@@ -35,6 +35,7 @@ from events import (
     cancel_undriven_events,
     fold,
 )
+from events.children import after_append, execution_id_for
 from events.leases import holding_lease
 from events.secrets import seal_secrets
 from projections import WorkflowStatus, fetch_status
@@ -44,8 +45,6 @@ __all__ = ["cancel_workflow", "check_start", "ensure_runners", "execute_workflow
 
 #: The longest reason a cancel may give (it is stored in the log).
 MAX_REASON_CHARS = 1000
-
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("5f0c6a2e-9d1b-4f53-8f0e-6b3c2a7d9e41")
 
 
 async def ensure_runners() -> None:
@@ -76,7 +75,7 @@ async def _start(
     else:
         # The same key for the same workflow always names the same execution: concurrent
         # starts race on UNIQUE(execution_id, seq), one writes, all return its id.
-        execution_id = str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{dag['id']}\n{idempotency_key}"))
+        execution_id = execution_id_for(dag["id"], idempotency_key)
     log = get_logger(execution_id=execution_id)
     try:
         await store.append(
@@ -254,6 +253,7 @@ async def _cancel(store: EventStore, status: WorkflowStatus, user_id: str, compe
             events = cancel_undriven_events(state, datetime.now(UTC), user_id=user_id,
                                             compensate=compensate, reason=reason)
             await store.append(events, expected_version=state.version, conn=conn)
+            await after_append(store, state, events)  # its children stop, its parent hears
             return len(events) > 1
     await store.append(
         [CancelRequested(execution_id=eid, seq=status.last_seq + 1, at=datetime.now(UTC),

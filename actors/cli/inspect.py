@@ -86,6 +86,14 @@ async def cmd_status(args: argparse.Namespace) -> int:
     out(f"completed     {status.completed_at or '-'}")
     if status.error_message:
         out(f"error         {status.error_message}")
+    if status.waiting:
+        out(f"waiting on    {', '.join(status.waiting.get('stages', []))} (wakes on its own "
+            f"at {status.waiting.get('wake_at') or 'no time: a request wakes it'})")
+    if status.parent:
+        out(f"parent        {status.parent['execution_id']} (stage "
+            f"{status.parent.get('stage_id')})")
+    for stage_id, child in status.children.items():
+        out(f"child         {child} (stage {stage_id})")
     steps = status.executed_steps
     out(f"executed      {len(steps)} stage(s): " + ", ".join(s["stage_id"] for s in steps))
     return 0

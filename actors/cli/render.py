@@ -102,6 +102,11 @@ def describe_event(event: Any) -> str:
     if event.type == "workflow_initiated":
         details.append(f"workflow={data['workflow_id']} v{data['workflow_version']} "
                        f"by={data['user_id']}")
+        if data.get("parent_execution_id"):
+            details.append(f"parent={data['parent_execution_id']}:{data['parent_stage_id']}")
+    for key in ("waiting_for", "until", "child_execution_id", "status"):
+        if data.get(key):
+            details.append(f"{key.removesuffix('_execution_id')}={data[key]}")
     return "  ".join(parts + details)
 
 

@@ -29,6 +29,7 @@ from events import (
     ExecutionState,
     apply,
     attempt_events,
+    children,
     compensation_events,
     database_reachable,
     decide,
@@ -100,6 +101,7 @@ class Drive:
                 self._secrets = secret_values(self._context)
                 if state.version == 1:
                     record_started(state.workflow_id)
+                await self._children(state, children.adopt_actions(state))
                 return await self._loop(state)
         except LeaseLostError:
             log.warning("execution.lease_lost",
@@ -198,7 +200,8 @@ class Drive:
                             inflight[("run", sid)] = asyncio.create_task(
                                 self._attempt(state, sid))
                     for sid, undo in state.stages.items():
-                        if undo.compensation == "running" and ("undo", sid) not in inflight:
+                        if (undo.compensation == "running" and ("undo", sid) not in inflight
+                                and undo.child_execution_id is None):  # a child: it waits
                             inflight[("undo", sid)] = asyncio.create_task(
                                 self._compensate(state, sid))
                 if state.terminal or (state.status == "waiting" and not inflight):
@@ -308,6 +311,18 @@ class Drive:
             self._log.info("execution.event", seq=event.seq, type=event.type,
                            stage_id=event.stage_id)
         record_events(state.workflow_id, events)
+        await self._children(state, children.plan(state, events))
+
+    async def _children(self, state: ExecutionState, actions: list[children.ChildAction],
+                        ) -> None:
+        """Start, cancel or roll back children, or report this end to a parent."""
+        try:
+            await children.execute(self._store, state, actions)
+        except Exception as exc:
+            self._log.warning("execution.child_action_failed", error=str(exc)[:300],
+                              actions=[(a.kind, a.child_id) for a in actions],
+                              next_step="the next runner of the execution, or the sweep, "
+                                        "does it again")
 
     async def _wait_until(self, when: datetime | None, cancel: asyncio.Event) -> bool:
         """Sleep until ``when``; False when cancelled first."""

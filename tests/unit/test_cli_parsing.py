@@ -133,6 +133,12 @@ def test_the_approval_example_is_valid(capsys: pytest.CaptureFixture[str]) -> No
     ({"kind": "approval", "timeout_seconds": 5, "agent": "x:y"}, "it calls no agent"),
     ({"agent": "x:y", "timeout_seconds": 5, "signal": "s"}, "signal belongs to a signal stage"),
     ({"agent": "x:y", "timeout_seconds": 90_000}, "an agent's timeout_seconds is at most"),
+    ({"kind": "workflow", "timeout_seconds": 5}, "name the child workflow it starts"),
+    ({"kind": "workflow", "workflow": "w", "timeout_seconds": 5,
+      "compensation_handler": "x:y"}, "it is undone by rolling its child back"),
+    ({"agent": "x:y", "timeout_seconds": 5, "workflow": "w"}, "belongs to a workflow stage"),
+    ({"kind": "workflow", "workflow": "k-v1", "timeout_seconds": 5},
+     "starts workflow 'k-v1' itself"),
 ])
 def test_each_kind_refuses_the_fields_of_another(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, stage: dict[str, object], message: str
