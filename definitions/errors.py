@@ -161,6 +161,13 @@ class ExecutionNotFoundError(NotFoundError):
         self.execution_id = execution_id
 
 
+class ScheduleNotFoundError(NotFoundError):
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id[:200]!r} not found; `wfdag schedule list` "
+                         f"lists them")
+        self.schedule_id = schedule_id
+
+
 class StageNotFoundError(WorkflowNotFoundError):
     """The workflow exists, but has no stage of that id.  (A subclass of
     :class:`WorkflowNotFoundError`, which earlier versions raised for it, so that existing

@@ -261,6 +261,56 @@ MIGRATIONS: list[tuple[int, str]] = [
         END $$;
         """,
     ),
+    (
+        10,
+        # Child workflows (the parent's link is in audit_context) and schedules: rows, their
+        # audit trail, and the leader lease that lets one scheduler fire among several.
+        """
+        CREATE INDEX IF NOT EXISTS workflow_executions_parent_idx ON workflow_executions
+          (((audit_context->'parent'->>'execution_id'))) WHERE audit_context ? 'parent';
+        CREATE INDEX IF NOT EXISTS workflow_executions_schedule_idx ON workflow_executions
+          ((audit_context->>'schedule_id'), started_at DESC, id DESC)
+          WHERE audit_context ? 'schedule_id';
+        CREATE TABLE workflow_schedules (
+          id TEXT PRIMARY KEY,
+          workflow_id TEXT NOT NULL,
+          version INTEGER,
+          cron TEXT NOT NULL,
+          timezone TEXT NOT NULL,
+          context JSONB NOT NULL,
+          user_id TEXT NOT NULL,
+          organization_id TEXT,
+          overlap TEXT NOT NULL CHECK (overlap IN ('skip', 'allow', 'buffer_one')),
+          catchup BOOLEAN NOT NULL,
+          paused BOOLEAN NOT NULL DEFAULT false,
+          next_fire_at TIMESTAMPTZ NOT NULL,
+          last_fire_at TIMESTAMPTZ,
+          last_execution_id UUID,
+          buffered_fire_at TIMESTAMPTZ,
+          fires INTEGER NOT NULL DEFAULT 0,
+          skipped INTEGER NOT NULL DEFAULT 0,
+          last_error TEXT,
+          created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+          updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX workflow_schedules_due_idx ON workflow_schedules (next_fire_at)
+          WHERE NOT paused;
+        CREATE TABLE workflow_schedule_audit (
+          id BIGSERIAL PRIMARY KEY,
+          schedule_id TEXT NOT NULL,
+          action TEXT NOT NULL,
+          user_id TEXT,
+          at TIMESTAMPTZ NOT NULL DEFAULT now(),
+          details JSONB NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX workflow_schedule_audit_idx ON workflow_schedule_audit (schedule_id, id);
+        CREATE TABLE wfdag_leases (
+          name TEXT PRIMARY KEY,
+          holder TEXT NOT NULL,
+          until TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
 ]
 
 

@@ -72,6 +72,9 @@ class WorkflowInitiated(_EventBase):
     parent_execution_id: str | None = None
     parent_stage_id: str | None = None
     depth: int = Field(default=0, ge=0)
+    #: Started by a schedule (for its slot ``scheduled_for``).
+    schedule_id: str | None = None
+    scheduled_for: datetime | None = None
 
 
 class StageStarted(_EventBase):
@@ -319,7 +322,7 @@ REQUEST_EVENT_TYPES = frozenset({"cancel_requested", "stage_approved", "stage_re
 
 _ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
 #: Fields of the metadata that are datetimes (JSON carries them as ISO strings).
-_TIME_FIELDS = ("retry_at", "until", "wake_at")
+_TIME_FIELDS = ("retry_at", "until", "wake_at", "scheduled_for")
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 _BY_TYPE: dict[str, type[_EventBase]] = {
     cls.model_fields["type"].default: cls

@@ -70,7 +70,10 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
                                   "idempotency_key": data.get("idempotency_key"),
                                   **({"parent": {"execution_id": data["parent_execution_id"],
                                                  "stage_id": data.get("parent_stage_id")}}
-                                     if data.get("parent_execution_id") else {})},
+                                     if data.get("parent_execution_id") else {}),
+                                  **({"schedule_id": data["schedule_id"],
+                                      "scheduled_for": data.get("scheduled_for")}
+                                     if data.get("schedule_id") else {})},
                 "circuit_breaker_state": None, "created_by": data["user_id"],
                 "organization_id": organization_of(data["context"]),
             }

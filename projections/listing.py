@@ -23,8 +23,8 @@ from projections.executions import WorkflowStatus, status_of_row
 __all__ = ["EXECUTION_STATUSES", "MAX_PAGE", "ExecutionPage", "activity", "list_executions"]
 
 #: Every status an execution can show (``queued``: accepted, no runner has taken it yet).
-EXECUTION_STATUSES = ("queued", "initiated", "in_progress", "compensating", "completed",
-                      "failed", "rolled_back", "cancelled")
+EXECUTION_STATUSES = ("queued", "initiated", "in_progress", "waiting", "compensating",
+                      "completed", "failed", "rolled_back", "cancelled")
 MAX_PAGE = 1000
 
 
@@ -57,6 +57,7 @@ async def list_executions(
     conn: DBReader, *, status: str | None = None, workflow_id: str | None = None,
     organization_id: str | None = None, created_by: str | None = None,
     since: datetime | None = None, limit: int = 50, cursor: str | None = None,
+    schedule_id: str | None = None,
 ) -> ExecutionPage:
     """Executions matching every filter given, newest first (see the module docstring)."""
     if status is not None and status not in EXECUTION_STATUSES:
@@ -86,6 +87,9 @@ async def list_executions(
         where.append(f"e.organization_id = {param(organization_id)}")
     if created_by is not None:
         where.append(f"e.created_by = {param(created_by)}")
+    if schedule_id is not None:
+        where.append(f"e.audit_context ? 'schedule_id' AND "
+                     f"e.audit_context->>'schedule_id' = {param(schedule_id)}")
     if since is not None:
         where.append(f"e.started_at >= {param(since)}")
     if cursor is not None:

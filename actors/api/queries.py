@@ -73,8 +73,10 @@ async def list_executions(
     *, status: str | None = None, workflow_id: str | None = None,
     organization_id: str | None = None, created_by: str | None = None,
     since: datetime | str | None = None, limit: int = 50, cursor: str | None = None,
+    schedule_id: str | None = None,
 ) -> ExecutionPage:
-    """Executions newest first, filtered by every argument given, ``limit`` a page
+    """Executions newest first, filtered by every argument given (``schedule_id``: the ones a
+    schedule started), ``limit`` a page
     (1 to 1000): ``items`` are what :func:`get_workflow_status` returns, and ``next_cursor``,
     passed back as ``cursor``, gives the next page (``None`` on the last).  ``since`` is a
     time-zone-aware datetime or an ISO 8601 string; bad filters raise
@@ -92,7 +94,8 @@ async def list_executions(
     store = await ready_store()
     return await _list_executions(
         store.pool, status=status, workflow_id=workflow_id, organization_id=organization_id,
-        created_by=created_by, since=when, limit=limit, cursor=cursor)
+        created_by=created_by, since=when, limit=limit, cursor=cursor,
+        schedule_id=schedule_id)
 
 
 async def get_execution_events(

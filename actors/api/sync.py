@@ -30,14 +30,28 @@ from actors.api.queries import (
     replay_execution,
     wait_for_workflow,
 )
+from actors.api.schedules import (
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    get_schedule_history,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    trigger_schedule,
+)
 from actors.api.waiting import approve_stage, reject_stage, send_signal
 from actors.runtime import run_sync
 
 __all__ = [
     "approve_stage_sync",
     "cancel_workflow_sync",
+    "create_schedule_sync",
+    "delete_schedule_sync",
     "execute_workflow_dag_sync",
     "get_execution_events_sync",
+    "get_schedule_history_sync",
+    "get_schedule_sync",
     "get_workflow_circuit_breaker_status_sync",
     "get_workflow_metrics_sync",
     "get_workflow_status_sync",
@@ -46,15 +60,19 @@ __all__ = [
     "initialize_workflow_system_sync",
     "list_circuit_breakers_sync",
     "list_executions_sync",
+    "list_schedules_sync",
     "list_workflows_sync",
+    "pause_schedule_sync",
     "rebuild_projections_sync",
     "register_workflow_sync",
     "reject_stage_sync",
     "replay_execution_sync",
     "reset_workflow_circuit_breaker_sync",
+    "resume_schedule_sync",
     "retry_failed_workflow_sync",
     "rollback_workflow_sync",
     "send_signal_sync",
+    "trigger_schedule_sync",
     "wait_for_workflow_sync",
 ]
 
@@ -93,3 +111,11 @@ approve_stage_sync = _twin(approve_stage)
 reject_stage_sync = _twin(reject_stage)
 send_signal_sync = _twin(send_signal)
 get_workflow_sync = _twin(get_workflow)
+create_schedule_sync = _twin(create_schedule)
+list_schedules_sync = _twin(list_schedules)
+get_schedule_sync = _twin(get_schedule)
+get_schedule_history_sync = _twin(get_schedule_history)
+pause_schedule_sync = _twin(pause_schedule)
+resume_schedule_sync = _twin(resume_schedule)
+delete_schedule_sync = _twin(delete_schedule)
+trigger_schedule_sync = _twin(trigger_schedule)

@@ -59,7 +59,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
     page = await list_executions(status=args.status, workflow_id=args.workflow,
                                  organization_id=args.org, since=args.since, limit=args.limit,
-                                 cursor=args.cursor)
+                                 cursor=args.cursor, schedule_id=args.schedule)
     if args.json:
         out(page.model_dump_json(indent=2))
         return 0
@@ -225,12 +225,13 @@ def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("list", parents=[common], help="list executions, newest first")
     p.add_argument("--status", help="only executions in this status (queued, in_progress, "
-                   "completed, failed, rolled_back, cancelled, …)")
+                   "waiting, completed, failed, rolled_back, cancelled, …)")
     p.add_argument("--workflow", metavar="WORKFLOW_ID", help="only this workflow's")
     p.add_argument("--since", metavar="ISO", help="only those started at or after this time "
                    "(e.g. 2026-12-01T00:00:00Z)")
     p.add_argument("--limit", type=int, default=50, help="at most N (default 50, up to 1000)")
     p.add_argument("--cursor", help="the next page (printed under a full page)")
+    p.add_argument("--schedule", metavar="SCHEDULE_ID", help="only those this schedule started")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("status", parents=[common], help="show an execution's status")

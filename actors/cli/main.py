@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from actors.cli import admin, execute, inspect, server, waits
+from actors.cli import admin, execute, inspect, schedules, server, waits
 from actors.cli.execute import UsageError
 from actors.cli.render import say, set_stdout
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_verbs(sub, common)
     admin.add_verbs(sub, common)
     waits.add_verbs(sub, common)
+    schedules.add_verbs(sub, common)
     server.add_verbs(sub, common)
     for choice in sub.choices.values():
         choice.epilog = _EPILOG

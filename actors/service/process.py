@@ -5,7 +5,8 @@ runs it in the calling process, for a supervisor.  It starts a local Ray bound t
 processes are children of this one and end with it), applies migrations, registers the
 canonical workflows, starts the pool and the projection actor, runs the recovery sweep, writes
 :class:`~actors.service.record.ServiceRecord`, and then keeps the pool whole (a runner killed
-for good is replaced) until SIGTERM or SIGINT.  On the way out it stops Ray and hands back,
+for good is replaced) and runs the scheduler (:mod:`actors.service.scheduler`) until SIGTERM
+or SIGINT.  On the way out it stops Ray and hands back,
 uncounted, the executions its runners were driving: they resume on the next start.
 """
 
@@ -56,6 +57,9 @@ async def _serve(stop: asyncio.Event) -> None:
     record.save()
     log.warning("service.ready", pid=record.pid, ray_address=record.ray_address,
                 pool=record.pool_size, resumed=len(report["resumed"]))
+    from actors.service.scheduler import run_scheduler
+
+    scheduler = asyncio.create_task(run_scheduler(stop))
     try:
         while not stop.is_set():
             try:
@@ -68,6 +72,11 @@ async def _serve(stop: asyncio.Event) -> None:
                                 next_step=f"retrying in {SWEEP_SECONDS:g}s")
     finally:
         log.warning("service.stopping", pid=record.pid)
+        stop.set()
+        try:
+            await asyncio.wait_for(scheduler, 10)
+        except Exception as exc:
+            log.warning("service.scheduler_stop_failed", error=f"{type(exc).__name__}: {exc}")
         ray.shutdown()  # ends the runners (and their leases) with the local Ray
         try:
             store = await get_store(url)

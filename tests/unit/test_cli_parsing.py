@@ -149,3 +149,19 @@ def test_each_kind_refuses_the_fields_of_another(
                                "stages": [{"id": "a", "name": "A", **stage}]}))
     code, _, err = run(capsys, "validate", str(bad))
     assert code == 1 and message in err, err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["schedule", "create", "flow", "61 * * * *"], "is not valid"),
+    (["schedule", "create", "flow", "* * * * *", "--timezone", "Nowhere/City"],
+     "unknown time zone"),
+    (["schedule", "create", "flow", "* * * * *", "--context", "[1]"],
+     "--context must be a JSON object"),
+    (["schedule", "create", "flow", "* * * * *", "--id", "has space"], "schedule_id must be"),
+])
+def test_schedule_input_errors_need_no_database(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str,
+) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err
