@@ -43,8 +43,8 @@ def cancel_undriven_events(
                           user_id=user_id, compensate=compensate, reason=reason)
     ahead = copy.deepcopy(state)  # the caller's state is left as it was
     apply(ahead, ask)
-    if compensate and rollback_order(ahead):
-        return [ask]
+    if ahead.phase == "compensating" or (compensate and rollback_order(ahead)):
+        return [ask]  # a rollback runs on (parked, it waits for a child's): a runner decides
     events: list[Event] = [ask]
     for sid in ahead.stages_in("running"):
         stop = StageCancelled(execution_id=state.execution_id, seq=ahead.version + 1, at=now,

@@ -226,9 +226,11 @@ async def cancel_workflow(
         status = await fetch_status(store.pool, execution_id, organization_id)
         if status.status == "cancelled" or (status.audit_context or {}).get("cancel"):
             return status  # cancelled, or being cancelled: nothing more to ask
-        if status.terminal or status.status == "compensating":
-            raise ExecutionStateError(status.execution_id, status.status, "a cancel",
-                                      "queued, initiated or in_progress")
+        rolling_back = (status.waiting or {}).get("resume") == "compensating"
+        if status.terminal or status.status == "compensating" or rolling_back:
+            raise ExecutionStateError(
+                status.execution_id, "compensating" if rolling_back else status.status,
+                "a cancel", "queued, initiated, in_progress or waiting")
         try:
             ended = await _cancel(store, status, user_id, compensate, reason)
         except ConcurrencyError:
