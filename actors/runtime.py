@@ -22,6 +22,7 @@ import ray
 
 from actors.logs import get_logger
 from definitions import (
+    DEFAULT_MAX_LOG_BYTES,
     DEFAULT_MAX_PAYLOAD_BYTES,
     ClusterUnavailableError,
     InvalidArgumentError,
@@ -94,6 +95,8 @@ class Settings:
     warm_workers: int = 12
     #: Size limit of a context, an agent output or a definition (bytes of JSON).
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    #: The most an execution's log may hold.
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     #: A local Ray starts its dashboard.
     ray_dashboard: bool = True
     #: Ray workers' output is printed by the driver.
@@ -109,6 +112,7 @@ class Settings:
             max_recoveries=_int(env, "WFDAG_MAX_RECOVERIES", 5),
             warm_workers=_int(env, "WFDAG_WARM_WORKERS", 12),
             max_payload_bytes=_int(env, "WFDAG_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            max_log_bytes=_int(env, "WFDAG_MAX_LOG_BYTES", DEFAULT_MAX_LOG_BYTES),
             ray_dashboard=env.get("WFDAG_RAY_DASHBOARD", "1") == "1",
             ray_log_to_driver=env.get("WFDAG_RAY_LOG_TO_DRIVER") == "1",
             runner_resources=_resources(env.get("WFDAG_RUNNER_RESOURCES")),

@@ -43,6 +43,7 @@ from definitions.errors import (
     classify_error,
 )
 from definitions.limits import (
+    DEFAULT_MAX_LOG_BYTES,
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_AGENT_TIMEOUT_SECONDS,
     MAX_CHILD_DEPTH,
@@ -71,6 +72,7 @@ __all__ = [
     "AGENT_TYPES",
     "BUILTIN_COMPENSATION_HANDLERS",
     "CANONICAL_WORKFLOWS",
+    "DEFAULT_MAX_LOG_BYTES",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "INTERVENTION_VARIANCE_THRESHOLD_PCT",
     "JITTER_FRACTION",

@@ -7,6 +7,8 @@ names the limit; nothing is stored.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_BREAKER_WAIT_SECONDS",
+    "DEFAULT_MAX_LOG_BYTES",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MAX_AGENT_TIMEOUT_SECONDS",
     "MAX_CHILD_DEPTH",
@@ -26,6 +28,9 @@ MAX_TRANSITIONS = 10_000
 MAX_NESTING = 64
 #: A context, an agent output or a definition, as JSON (``WFDAG_MAX_PAYLOAD_BYTES`` overrides).
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: The most an execution's log may hold (``WFDAG_MAX_LOG_BYTES``): a stage whose output would
+#: take it past this fails (``PayloadTooLargeError``), as Temporal caps a history.
+DEFAULT_MAX_LOG_BYTES = 128 * 1024 * 1024
 #: An idempotency key given to ``execute_workflow_dag``.
 MAX_IDEMPOTENCY_KEY_CHARS = 500
 #: An organization id.
@@ -37,3 +42,6 @@ MAX_WAIT_SECONDS = 366 * 86_400
 
 #: How deep child workflows may nest (a parent's child's child …): deeper, the stage fails.
 MAX_CHILD_DEPTH = 8
+
+#: How long attempts refused by an open circuit breaker wait for it, in all, by default.
+DEFAULT_BREAKER_WAIT_SECONDS = 3600.0

@@ -12,6 +12,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from definitions.limits import (
+    DEFAULT_BREAKER_WAIT_SECONDS,
     MAX_AGENT_TIMEOUT_SECONDS,
     MAX_STAGES,
     MAX_TRANSITIONS,
@@ -54,6 +55,9 @@ class CircuitBreakerConfig(BaseModel):
 
     failure_threshold: int = Field(default=5, ge=1, le=10_000)
     cooldown_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    #: Which failures count against the breaker: ``retryable`` (default) — those that say
+    #: something about the downstream (retryable errors, timeouts, crashed workers); ``all``.
+    count: Literal["retryable", "all"] = "retryable"
 
 
 class Condition(BaseModel):
@@ -153,6 +157,9 @@ class WorkflowStage(BaseModel):
     capabilities: tuple[str, ...] = Field(default=(), max_length=100)
     resources: dict[str, float] | None = None
     circuit_breaker: CircuitBreakerConfig | None = None
+    #: How long an attempt refused by the open breaker may wait for it to half-open, in all,
+    #: before the stage fails (default: an hour).
+    breaker_wait_seconds: float | None = Field(default=None, gt=0, le=MAX_WAIT_SECONDS)
     #: Where the agent runs: ``"task"`` (default) — a Ray task of its own, on any node, in a
     #: worker process that is killed to stop it; ``"local"`` — a thread of the execution
     #: actor that drives it (no Ray round trip, like a Temporal local activity): for short
@@ -239,6 +246,10 @@ class WorkflowStage(BaseModel):
     @property
     def breaker(self) -> CircuitBreakerConfig:
         return self.circuit_breaker or CircuitBreakerConfig()
+
+    @property
+    def breaker_wait(self) -> float:
+        return self.breaker_wait_seconds or DEFAULT_BREAKER_WAIT_SECONDS
 
 
 class WorkflowDAG(BaseModel):

@@ -2,6 +2,7 @@
 queue and lease commands (:mod:`events.leases`), breaker persistence
 (:mod:`events.breaker_state`), migrations and the database default."""
 
+from events.breaking import counts_against_breaker, deferral_events
 from events.database import (
     connect_pool,
     database_reachable,
@@ -37,7 +38,6 @@ from events.models import (
     CompensationFailed,
     CompensationStarted,
     Event,
-    EventRow,
     ExecutionParked,
     RollbackRequested,
     RollbackStarted,
@@ -46,6 +46,7 @@ from events.models import (
     StageAttempt,
     StageCancelled,
     StageCompleted,
+    StageDeferred,
     StageFailed,
     StageRejected,
     StageSkipped,
@@ -56,9 +57,8 @@ from events.models import (
     WorkflowFailed,
     WorkflowInitiated,
     WorkflowRolledBack,
-    event_from_row,
-    event_to_row,
 )
+from events.rows import EventRow, event_from_row, event_to_row
 from events.state import ExecutionState, ExecutionStatus, StageState, StageStatus, apply, fold
 from events.store import NOTIFY_CHANNEL, EventStore, Projector, parse_execution_id
 
@@ -88,6 +88,7 @@ __all__ = [
     "StageAttempt",
     "StageCancelled",
     "StageCompleted",
+    "StageDeferred",
     "StageFailed",
     "StageRejected",
     "StageSkipped",
@@ -105,9 +106,11 @@ __all__ = [
     "cancel_undriven_events",
     "compensation_events",
     "connect_pool",
+    "counts_against_breaker",
     "database_reachable",
     "dead_letter_events",
     "decide",
+    "deferral_events",
     "embedded_database_url",
     "event_from_row",
     "event_to_row",

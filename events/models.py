@@ -9,9 +9,9 @@ field of the event, so replay never recomputes it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "REQUEST_EVENT_TYPES",
@@ -23,7 +23,6 @@ __all__ = [
     "CompensationFailed",
     "CompensationStarted",
     "Event",
-    "EventRow",
     "ExecutionParked",
     "RollbackRequested",
     "RollbackStarted",
@@ -32,6 +31,7 @@ __all__ = [
     "StageAttempt",
     "StageCancelled",
     "StageCompleted",
+    "StageDeferred",
     "StageFailed",
     "StageRejected",
     "StageSkipped",
@@ -42,8 +42,6 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowInitiated",
     "WorkflowRolledBack",
-    "event_from_row",
-    "event_to_row",
 ]
 
 
@@ -117,6 +115,18 @@ class StageAttempt(_AttemptEnded):
     and ``transition`` when this attempt's result moved it)."""
 
     type: Literal["stage_attempt"] = "stage_attempt"
+    breaker: dict[str, Any] | None = None
+
+
+class StageDeferred(_EventBase):
+    """The stage's circuit breaker refused an attempt (open, or half-open with its one trial
+    out): no attempt is used up; the attempt waits until ``retry_at`` (the breaker's half-open
+    time), as long as the stage's ``breaker_wait_seconds`` allow."""
+
+    type: Literal["stage_deferred"] = "stage_deferred"
+    stage_id: str
+    attempt: int = Field(ge=1)
+    retry_at: datetime
     breaker: dict[str, Any] | None = None
 
 
@@ -289,6 +299,7 @@ Event = Annotated[
     WorkflowInitiated
     | StageStarted
     | StageAttempt
+    | StageDeferred
     | StageCompleted
     | StageFailed
     | StageSkipped
@@ -319,75 +330,3 @@ TERMINAL_EVENT_TYPES = frozenset({"workflow_completed", "workflow_failed", "work
 #: the runner absorbs them (see ``actors.runner.drive``) instead of taking them for a fence.
 REQUEST_EVENT_TYPES = frozenset({"cancel_requested", "stage_approved", "stage_rejected",
                                  "signal_received", "child_workflow_ended"})
-
-_ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
-#: Fields of the metadata that are datetimes (JSON carries them as ISO strings).
-_TIME_FIELDS = ("retry_at", "until", "wake_at", "scheduled_for")
-_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-_BY_TYPE: dict[str, type[_EventBase]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (WorkflowInitiated, StageStarted, StageAttempt, StageCompleted, StageFailed,
-                StageSkipped, StageCancelled, StageWaiting, StageApproved, StageRejected,
-                SignalReceived, ExecutionParked, RollbackRequested, CancelRequested,
-                RollbackStarted, CompensationStarted, CompensationAttempt,
-                CompensationCompleted, CompensationFailed, WorkflowRolledBack,
-                WorkflowCancelled, WorkflowCompleted, WorkflowFailed)
-}
-_FIELDS: dict[str, frozenset[str]] = {
-    name: frozenset(cls.model_fields) for name, cls in _BY_TYPE.items()
-}
-
-
-class EventRow(NamedTuple):
-    """An event as stored: what projections read (no model validation on the hot path)."""
-
-    execution_id: str
-    seq: int
-    type: str
-    stage_id: str | None
-    data: dict[str, Any]
-    at: datetime
-
-
-def event_to_row(event: Event) -> EventRow:
-    """``(execution_id, seq, event_type, stage_id, metadata, created_at)`` for the store."""
-    metadata = event.model_dump(mode="json", exclude=set(_ENVELOPE))
-    return EventRow(event.execution_id, event.seq, event.type, event.stage_id, metadata, event.at)
-
-
-def event_from_row(
-    execution_id: str,
-    seq: int,
-    event_type: str,
-    stage_id: str | None,
-    metadata: dict[str, Any],
-    created_at: datetime,
-    *,
-    trusted: bool = False,
-) -> Event:
-    """An event model from a stored row; ``trusted`` skips validation (rows of our own store)."""
-    data = dict(metadata)
-    data.update(
-        execution_id=execution_id, seq=seq, type=event_type, stage_id=stage_id, at=created_at
-    )
-    model = _BY_TYPE.get(event_type)
-    if model is None:
-        return _ADAPTER.validate_python(data)  # raises, naming the unknown type
-    if trusted:
-        # Rows this store wrote were validated on the way in: rebuild them without checking
-        # again (the fields JSON cannot carry as themselves are the times).
-        for name in _TIME_FIELDS:
-            value = data.get(name)
-            if isinstance(value, str):
-                data[name] = datetime.fromisoformat(value)
-        if data.keys() >= _FIELDS[event_type]:
-            # Every field is there (model_dump wrote defaults too): set them directly, which is
-            # ten times cheaper than model_construct on a replay of thousands of events.
-            event = model.__new__(model)
-            object.__setattr__(event, "__dict__", data)
-            object.__setattr__(event, "__pydantic_fields_set__", set(data))
-            object.__setattr__(event, "__pydantic_extra__", None)
-            object.__setattr__(event, "__pydantic_private__", None)
-            return event  # type: ignore[return-value]
-        return model.model_construct(**data)  # type: ignore[return-value]
-    return model.model_validate(data)  # type: ignore[return-value]

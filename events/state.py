@@ -25,6 +25,7 @@ from events.models import (
     StageAttempt,
     StageCancelled,
     StageCompleted,
+    StageDeferred,
     StageFailed,
     StageRejected,
     StageSkipped,
@@ -87,6 +88,8 @@ class StageState:
     """How its child last ended (from ``child_workflow_ended``): completed, failed, …"""
     child_outputs: dict[str, Any] | None = None
     child_error: str | None = None
+    deferred_since: datetime | None = None
+    """When its breaker first refused the attempt that waits now (``stage_deferred``)."""
 
 
 @dataclass(slots=True)
@@ -189,9 +192,15 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         stage.started_at = event.at
         state.status = "in_progress"
         state.current_stage = event.stage_id
+    elif isinstance(event, StageDeferred):
+        assert stage is not None
+        stage.retry_at = event.retry_at
+        stage.breaker = event.breaker or stage.breaker
+        stage.deferred_since = stage.deferred_since or event.at
     elif isinstance(event, StageAttempt):
         assert stage is not None
         stage.attempts = max(stage.attempts, event.attempt)
+        stage.deferred_since = None
         if event.breaker is not None:
             stage.breaker = event.breaker
         if event.outcome == "failed":

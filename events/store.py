@@ -27,7 +27,8 @@ from definitions import (
     WorkflowNotFoundError,
 )
 from events.database import DBConnection, session_alive
-from events.models import Event, event_from_row, event_to_row
+from events.models import Event
+from events.rows import event_from_row, event_to_row
 
 __all__ = [
     "NOTIFY_CHANNEL",

@@ -8,6 +8,7 @@ the status API); :func:`fetch_status` reads a row back.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -46,6 +47,23 @@ def organization_of(context: dict[str, Any]) -> str | None:
     return org if isinstance(org, str) and org else None
 
 
+#: An output larger than this (as JSON) is not copied into the read model: ``executed_steps``
+#: shows its size and keys, and ``get_stage_output`` reads it from the log.
+MAX_STEP_OUTPUT_BYTES = 4096
+
+
+def bounded_output(output: Any) -> dict[str, Any]:
+    """What ``executed_steps`` keeps of a stage's output: the output itself when small, else
+    a summary (``{"omitted": true, "bytes": n, "keys": [...]}``) — the read model's row stays
+    small however large the outputs are; the log keeps them whole."""
+    size = len(json.dumps(output, separators=(",", ":"), default=str).encode())
+    if size <= MAX_STEP_OUTPUT_BYTES:
+        return {"output": output, "output_bytes": size}
+    keys = sorted(output)[:50] if isinstance(output, dict) else []
+    return {"output": {"omitted": True, "bytes": size, "keys": keys}, "output_bytes": size,
+            "output_omitted": True}
+
+
 def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dict[str, Any]:
     """The row after ``events`` (``row`` is the one before them, ``None`` for a new stream)."""
     current: dict[str, Any] = dict(row) if row is not None else {}
@@ -81,14 +99,14 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
             if current["status"] == "initiated":
                 current["status"] = "in_progress"
             current["current_stage"] = ev.stage_id
-        elif kind == "stage_attempt":
+        elif kind in ("stage_attempt", "stage_deferred"):
             if data.get("breaker") is not None:
                 current["circuit_breaker_state"] = {
                     **(current["circuit_breaker_state"] or {}), ev.stage_id: data["breaker"]}
         elif kind == "stage_completed":
             step = {"stage_id": ev.stage_id, "attempt": data["attempt"],
                     "completed_at": ev.at.isoformat(), "duration_ms": data["duration_ms"],
-                    "output": data["output"]}
+                    **bounded_output(data["output"])}
             context = dict(current["context"])
             context["executed_steps"] = [*context.get("executed_steps", []), step]
             current["context"] = context

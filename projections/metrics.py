@@ -4,12 +4,14 @@ Per execution (``metrics_executions``) and per stage of an execution (``metrics_
 pure functions of the events; :func:`workflow_metrics` aggregates them.
 
 * ``total`` executions; ``completed``, ``failed``, ``rolled_back``, ``cancelled`` by current
-  status; ``success_rate`` = completed / (completed + failed + rolled_back), 0 when none has
-  ended (a cancelled execution is an operator's decision, not an outcome: it is left out).
+  status; ``success_rate`` = completed / (completed + failed + rolled_back), ``None`` (unknown)
+  while none has ended (a cancelled execution is an operator's decision, not an outcome: it
+  is left out).
 * ``avg_duration_ms`` / ``p95_duration_ms``: from ``workflow_initiated`` to the execution's first
   end (completed, failed or rolled back), over the executions that ended.
 * ``compensations``: stages compensated (``compensation_completed``); ``breaker_opens``:
-  attempts whose result opened the stage's circuit breaker.
+  openings of the workflow's circuit breakers, once each (``circuit_breaker_transitions``,
+  written by the registry that opened it — however many attempts failed at once).
 * per stage: ``runs`` (executions in which it started), ``avg_duration_ms`` / ``p95_duration_ms``
   (from ``stage_started`` to ``stage_completed``, retries and backoff included, over completed
   runs), ``retries`` (attempts beyond the first), ``failures`` (runs that ended ``stage_failed``).
@@ -186,11 +188,13 @@ async def workflow_metrics(conn: DBReader, workflow_id: str) -> dict[str, Any]:
         "failed": row["failed"],
         "rolled_back": row["rolled_back"],
         "cancelled": row["cancelled"],
-        "success_rate": round(row["completed"] / ended, 4) if ended else 0.0,
+        "success_rate": round(row["completed"] / ended, 4) if ended else None,
         "avg_duration_ms": _num(row["avg_ms"]),
         "p95_duration_ms": _num(row["p95_ms"]),
         "compensations": int(row["compensations"]),
-        "breaker_opens": int(row["breaker_opens"]),
+        "breaker_opens": int(await conn.fetchval(
+            "SELECT count(*) FROM circuit_breaker_transitions WHERE workflow_id = $1 AND "
+            "to_state = 'open'", workflow_id)),
         "stages": {
             r["stage_id"]: {"runs": r["runs"], "avg_duration_ms": _num(r["avg_ms"]),
                             "p95_duration_ms": _num(r["p95_ms"]), "retries": int(r["retries"]),

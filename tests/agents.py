@@ -200,3 +200,8 @@ def long_running(ctx: StageContext) -> dict[str, Any]:
     time.sleep(float(seconds))
     _touch(_dir(ctx) / f"finished-{ctx.stage_id}")
     return {"pid": os.getpid()}
+
+
+def big_output(ctx: StageContext) -> dict[str, Any]:
+    """An output of about ``ctx.context["bytes"]`` bytes (a read-model and log-cap test)."""
+    return {"blob": "x" * int(ctx.context.get("bytes", 1000)), "stage": ctx.stage_id}

@@ -25,6 +25,8 @@ os.environ.setdefault("WFDAG_POOL_SIZE", "10")
 # The key that seals secrets in contexts, for this run only (set before Ray starts, so the
 # execution actors have it too); nothing is written to the real key file.
 os.environ.setdefault("WFDAG_SECRET_KEY", "sJ0vQ0bq7m3xWJ7cQ9mJ4z8m4xHqV3oQH0m3q4mJ2yE=")
+# A cap on an execution's log that a test can reach in seconds (the default is 128 MiB).
+os.environ.setdefault("WFDAG_MAX_LOG_BYTES", str(8 * 1024 * 1024))
 
 
 def _with_database(url: str, name: str) -> str:

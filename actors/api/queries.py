@@ -17,8 +17,11 @@ from actors.api.common import check_owner, ready_store
 from actors.logs import get_logger
 from definitions import (
     InvalidArgumentError,
+    StageNotFoundError,
+    StageStateError,
     WaitTimeoutError,
     WorkflowDAG,
+    WorkflowNotFoundError,
     canonical_workflows,
 )
 from events import (
@@ -45,6 +48,7 @@ from projections import (
 __all__ = [
     "get_available_workflows",
     "get_execution_events",
+    "get_stage_output",
     "get_workflow",
     "get_workflow_metrics",
     "get_workflow_status",
@@ -195,14 +199,41 @@ async def wait_for_workflow(
 
 async def get_workflow_metrics(workflow_id: str) -> dict[str, Any]:
     """The seed's key metrics of one workflow, as a JSON-able dict: ``total, completed,
-    failed, rolled_back, success_rate`` (0..1), ``avg_duration_ms, p95_duration_ms,
+    failed, rolled_back, success_rate`` (0..1; ``None`` while none has ended),
+    ``avg_duration_ms, p95_duration_ms,
     compensations, breaker_opens`` and ``stages: {stage_id: {runs, avg_duration_ms,
     p95_duration_ms, retries, failures}}`` (definitions in ``projections.metrics``).
     The projection is caught up with the log first."""
     store = await ready_store()
-    await store.get_definition(workflow_id)  # unknown → WorkflowNotFoundError
+    try:
+        await store.get_definition(workflow_id)
+    except WorkflowNotFoundError:
+        # Not registered here, but its executions may be (imported logs): those count.
+        if not await store.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM workflow_executions WHERE "
+                "workflow_definition_id = $1)", workflow_id):
+            raise
     await ProjectionRunner(store.pool).catch_up()
     return await workflow_metrics(store.pool, workflow_id)
+
+
+async def get_stage_output(
+    execution_id: str, stage_id: str, *, organization_id: str | None = None
+) -> dict[str, Any]:
+    """A completed stage's output, whole, from the log (``executed_steps`` in the status keeps
+    only small outputs).  An unknown stage raises ``StageNotFoundError``; one that has not
+    completed, ``StageStateError`` naming its status."""
+    store = await ready_store()
+    await check_owner(store, execution_id, organization_id)
+    state = fold(await store.read_existing(execution_id))
+    dag = state.require_dag()
+    if not dag.has_stage(stage_id):
+        raise StageNotFoundError(state.workflow_id, stage_id)
+    record = state.stages[stage_id]
+    if record.status != "completed" or record.output is None:
+        raise StageStateError(f"stage {stage_id!r} of execution {state.execution_id} is "
+                              f"{record.status}: only a completed stage has an output")
+    return record.output
 
 
 async def replay_execution(
@@ -214,6 +245,10 @@ async def replay_execution(
     store = await ready_store()
     await check_owner(store, execution_id, organization_id)
     events = await store.read_existing(execution_id, until_seq=until_seq)
+    if until_seq is not None and events[-1].seq < until_seq:
+        raise InvalidArgumentError(
+            f"execution {events[-1].execution_id} has {events[-1].seq} events: until_seq "
+            f"{until_seq} is past its end (its final state is at {events[-1].seq})")
     return snapshot(fold(events))
 
 

@@ -22,6 +22,7 @@ from actors.api.executions import (
 )
 from actors.api.queries import (
     get_execution_events,
+    get_stage_output,
     get_workflow,
     get_workflow_metrics,
     get_workflow_status,
@@ -52,6 +53,7 @@ __all__ = [
     "get_execution_events_sync",
     "get_schedule_history_sync",
     "get_schedule_sync",
+    "get_stage_output_sync",
     "get_workflow_circuit_breaker_status_sync",
     "get_workflow_metrics_sync",
     "get_workflow_status_sync",
@@ -119,3 +121,4 @@ pause_schedule_sync = _twin(pause_schedule)
 resume_schedule_sync = _twin(resume_schedule)
 delete_schedule_sync = _twin(delete_schedule)
 trigger_schedule_sync = _twin(trigger_schedule)
+get_stage_output_sync = _twin(get_stage_output)

@@ -53,6 +53,14 @@ class _AwareStorage(CircuitMemoryStorage):  # type: ignore[misc]
         self._opened_at = _utc(value)
 
 
+def _as_seen(state: str, next_attempt_at: datetime | None) -> str:
+    """An open breaker whose cooldown has passed is half-open (it lets the next call through
+    as its trial), whether or not a call has come since."""
+    if state == "open" and next_attempt_at is not None and next_attempt_at <= datetime.now(UTC):
+        return "half_open"
+    return state
+
+
 class BreakerStatus(BaseModel):
     """What ``get_workflow_circuit_breaker_status`` returns."""
 
@@ -70,7 +78,8 @@ class BreakerStatus(BaseModel):
     @classmethod
     def from_record(cls, record: BreakerRecord) -> BreakerStatus:
         return cls(workflow_id=record.workflow_id, stage_id=record.stage_id,
-                   state=record.state, failure_count=record.failure_count,
+                   state=_as_seen(record.state, record.next_attempt_at),
+                   failure_count=record.failure_count,
                    opened_at=record.opened_at, next_attempt_at=record.next_attempt_at,
                    failure_threshold=record.failure_threshold,
                    cooldown_seconds=record.cooldown_seconds)
@@ -140,7 +149,8 @@ class Breaker:
 
     def status(self) -> BreakerStatus:
         return BreakerStatus(
-            workflow_id=self.workflow_id, stage_id=self.stage_id, state=self.state,
+            workflow_id=self.workflow_id, stage_id=self.stage_id,
+            state=_as_seen(self.state, self.next_attempt_at),
             failure_count=self.failure_count, opened_at=self.opened_at,
             next_attempt_at=self.next_attempt_at, failure_threshold=self.failure_threshold,
             cooldown_seconds=self.cooldown_seconds,

@@ -99,6 +99,13 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_output(args: argparse.Namespace) -> int:
+    from actors.api import get_stage_output
+
+    out_json(await get_stage_output(args.execution_id, args.stage, organization_id=args.org))
+    return 0
+
+
 async def cmd_events(args: argparse.Namespace) -> int:
     from actors.api import get_execution_events
 
@@ -205,7 +212,9 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
     table(["WORKFLOW", "TOTAL", "OK", "FAIL", "RB", "CANC", "SUCCESS", "AVG ms", "P95 ms",
            "COMP", "OPENS"],
           [[r["workflow_id"], r["total"], r["completed"], r["failed"], r["rolled_back"],
-            r["cancelled"], f"{r['success_rate']:.1%}", _ms(r["avg_duration_ms"]),
+            r["cancelled"],
+            "-" if r["success_rate"] is None else f"{r['success_rate']:.1%}",
+            _ms(r["avg_duration_ms"]),
             _ms(r["p95_duration_ms"]), r["compensations"], r["breaker_opens"]]
            for r in reports],
           right=tuple(range(1, 11)))
@@ -237,6 +246,12 @@ def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", parents=[common], help="show an execution's status")
     p.add_argument("execution_id")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("output", parents=[common],
+                       help="a completed stage's output, whole (JSON), from the log")
+    p.add_argument("execution_id")
+    p.add_argument("stage")
+    p.set_defaults(func=cmd_output)
 
     p = sub.add_parser("events", parents=[common], help="show an execution's event log "
                        "(--json: one JSON object a line, the export `wfdag import` reads)")

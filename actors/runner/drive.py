@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import json
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +19,11 @@ from typing import Any
 from actors.breakers import BreakerView
 from actors.logs import bound
 from actors.metrics import record_events, record_started
+from actors.runner.attempts import StageCalls
 from actors.runner.dispatch import Dispatcher, retire
-from actors.runner.protocol import AttemptSpec, DriveOutcome, StageOutcome, error_info
-from definitions import ConcurrencyError, WorkflowStage
+from actors.runner.protocol import DriveOutcome, StageOutcome, error_info
+from actors.runtime import settings
+from definitions import ConcurrencyError
 from events import (
     REQUEST_EVENT_TYPES,
     Event,
@@ -33,9 +35,9 @@ from events import (
     compensation_events,
     database_reachable,
     decide,
+    deferral_events,
     fold,
     is_database_outage,
-    upstream_outputs,
 )
 from events.database import session_alive
 from events.secrets import has_sealed, open_secrets, scrub, secret_values
@@ -48,6 +50,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
 def _conflicted(task: asyncio.Task[None]) -> bool:
     """An append that ended because the log had moved on (a request, or a fence)."""
     return (task.done() and not task.cancelled()
@@ -58,7 +64,7 @@ class LeaseLostError(Exception):
     """The runner's lease connection died: it no longer owns the execution."""
 
 
-class Drive:
+class Drive(StageCalls):
     """Drives one execution on the runner's lease connection (see the module docstring)."""
 
     def __init__(self, *, execution_id: str, store: EventStore, lease_conn: Any,
@@ -81,6 +87,7 @@ class Drive:
         self._cancel: dict[str, asyncio.Event] = {}
         self._context: dict[str, Any] = {}  # the execution's context, secrets opened
         self._secrets: list[str] = []  # its secret values, to scrub from agents' words
+        self._log_bytes = 0  # its log (JSON) and the outputs decided since, against the cap
 
     async def run(self) -> DriveOutcome:
         """Drive the execution until it ends, or say why the drive stopped."""
@@ -94,6 +101,7 @@ class Drive:
                 state = fold(events)
                 self._committed = state.version
                 self._store.prime(events)  # its next append need not read its row back
+                self._log_bytes = sum(_size(e.model_dump(mode="json")) for e in events)
                 log.info("execution.replayed", version=state.version, status=state.status)
                 # Sealed secrets are opened for the agents only; what agents say is scrubbed.
                 self._context = (open_secrets(state.context) if has_sealed(state.context)
@@ -287,11 +295,31 @@ class Drive:
 
     def _record(self, state: ExecutionState, outcome: StageOutcome) -> list[Event]:
         """The events of a finished attempt, applied to ``state``."""
+        if outcome.deferred:
+            when = datetime.fromisoformat(outcome.retry_at) if outcome.retry_at else None
+            waits = deferral_events(state, outcome.stage_id, attempt=outcome.attempt,
+                                    now=_now(), next_attempt_at=when, breaker=outcome.breaker,
+                                    rng=self._rng)
+            for event in waits:
+                apply(state, event)
+            return waits
         record = attempt_events if outcome.kind == "run" else compensation_events
         extra = {"breaker": outcome.breaker} if outcome.kind == "run" else {}
         output, error = outcome.output, outcome.error
         if self._secrets:  # an agent that echoes a secret does not get it stored
             output, error = scrub(output, self._secrets), scrub(error, self._secrets)
+        if output is not None and outcome.kind == "run":
+            cap = settings().max_log_bytes
+            size = _size(output)
+            if self._log_bytes + size > cap:  # the log stays bounded: the stage fails
+                output, error = None, error_info(
+                    "PayloadTooLargeError",
+                    f"stage {outcome.stage_id}'s output ({size} bytes) would take the "
+                    f"execution's log past WFDAG_MAX_LOG_BYTES ({cap} bytes; it holds "
+                    f"{self._log_bytes}): return less (keep large data elsewhere and return "
+                    f"a reference), or raise the cap", False)
+            else:
+                self._log_bytes += size  # counted once decided: it is on its way to the log
         events = list(record(
             state, outcome.stage_id, attempt=outcome.attempt, now=_now(),
             duration_ms=outcome.duration_ms, output=output, error=error, rng=self._rng,
@@ -323,77 +351,3 @@ class Drive:
                               actions=[(a.kind, a.child_id) for a in actions],
                               next_step="the next runner of the execution, or the sweep, "
                                         "does it again")
-
-    async def _wait_until(self, when: datetime | None, cancel: asyncio.Event) -> bool:
-        """Sleep until ``when``; False when cancelled first."""
-        if when is None:
-            return not cancel.is_set()
-        delay = (when - _now()).total_seconds()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cancel.wait(), delay)
-        return not cancel.is_set()
-
-    def _spec(self, state: ExecutionState, stage: WorkflowStage, attempt: int) -> AttemptSpec:
-        return AttemptSpec(
-            execution_id=state.execution_id, workflow_id=state.workflow_id, stage_id=stage.id,
-            stage_name=stage.name, attempt=attempt, context=self._context,
-            inputs=upstream_outputs(state, stage.id),
-            idempotency_key=f"{state.execution_id}:{stage.id}", agent_type=stage.agent_type,
-            agent=stage.agent, capabilities=tuple(stage.capabilities),
-            database_url=self._database_url,
-        )
-
-    async def _attempt(self, state: ExecutionState, stage_id: str) -> StageOutcome:
-        stage = state.require_dag().stage(stage_id)
-        record = state.stages[stage_id]
-        attempt = record.attempts + 1
-        cancel = self._cancel.setdefault(stage_id, asyncio.Event())
-        if not await self._wait_until(record.retry_at, cancel):
-            return StageOutcome("run", stage_id, attempt, 0, error=error_info(
-                "StageCancelled", "cancelled before its retry", False))
-        log = self._log.bind(stage_id=stage_id, attempt=attempt)
-        admission = await self._breakers.admit(state.workflow_id, stage)
-        seen: dict[str, Any] = {"state": admission.state,
-                                "failure_count": admission.failure_count}
-        if not admission.admitted:
-            log.warning("stage.circuit_open", next_attempt_at=admission.next_attempt_at)
-            return StageOutcome("run", stage_id, attempt, 0, breaker=seen, error=error_info(
-                "CircuitOpenError",
-                f"circuit {state.workflow_id}:{stage_id} is {admission.state} after "
-                f"{admission.failure_count} failures; the agent was not called. It half-opens "
-                f"at {admission.next_attempt_at or 'the end of the current trial'}",
-                False,
-            ))
-        log.info("stage.attempt_dispatched")
-        with bound(stage_id=stage_id):
-            result = await self._dispatch.run(("run", stage_id), state.workflow_id, stage,
-                                              self._spec(state, stage, attempt), cancel)
-        after = await self._breakers.record(state.workflow_id, stage, admission, result.ok)
-        seen = {"state": after.state, "failure_count": after.failure_count}
-        if after.transition:
-            seen["transition"] = after.transition
-        if result.ok:
-            log.info("stage.attempt_succeeded", duration_ms=result.duration_ms)
-        else:
-            assert result.error is not None
-            log.info("stage.attempt_failed", error_type=result.error["type"],
-                     retryable=result.error["retryable"])
-        return StageOutcome("run", stage_id, attempt, result.duration_ms, output=result.output,
-                            error=result.error, breaker=seen)
-
-    async def _compensate(self, state: ExecutionState, stage_id: str) -> StageOutcome:
-        stage = state.require_dag().stage(stage_id)
-        record = state.stages[stage_id]
-        attempt = record.comp_attempts + 1
-        await self._wait_until(record.comp_retry_at, asyncio.Event())
-        spec = dataclasses.replace(
-            self._spec(state, stage, attempt), handler=stage.compensation_handler,
-            output=record.output or {},
-            idempotency_key=f"{state.execution_id}:{stage_id}:compensate")
-        self._log.info("compensation.dispatched", stage_id=stage_id, attempt=attempt,
-                       handler=stage.compensation_handler)
-        result = await self._dispatch.run(("undo", stage_id), state.workflow_id, stage, spec,
-                                          None)
-        return StageOutcome("undo", stage_id, attempt, result.duration_ms,
-                            output=result.output, error=result.error)

@@ -58,6 +58,9 @@ class StageOutcome:
     output: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     breaker: dict[str, Any] | None = field(default=None)
+    #: The breaker refused the attempt: it waits (until ``retry_at``, ISO, when known).
+    deferred: bool = False
+    retry_at: str | None = None
 
 
 class DriveOutcome(enum.Enum):

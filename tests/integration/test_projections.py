@@ -131,7 +131,8 @@ async def test_cli_replay_graph_metrics_rebuild_and_bad_input(tmp_dir: Path) -> 
     assert point.returncode == 0 and "after event 4" in point.stdout
     assert "completed    data_collection" in point.stdout
     for bad in (["replay", str(uuid.uuid4())], ["replay", "nope"], ["graph", str(uuid.uuid4())],
-                ["metrics", "no-such-flow"], ["replay", eid, "--until", "0"]):
+                ["metrics", "no-such-flow"], ["replay", eid, "--until", "0"],
+                ["replay", eid, "--until", str(n + 1)]):
         result = wfdag(*bad)
         assert result.returncode != 0, bad
         assert "Traceback" not in result.stderr and "error:" in result.stderr, bad
@@ -232,3 +233,25 @@ async def test_the_projection_actor_keeps_metrics_live(store: EventStore) -> Non
         return row is not None and row["status"] == "completed"
 
     await eventually(projected, timeout=30, what="the projection actor to apply the run")
+
+
+async def test_metrics_say_unknown_until_a_run_ends_and_count_imported_executions(
+    server_url: str, tmp_dir: Path,
+) -> None:
+    """Issue 15's numbers: no ended run is an unknown success rate, not 0 %; an imported
+    execution's workflow (not registered in the database it was imported into) has metrics;
+    a replay past the end of the log says so."""
+    dag = await register_chain("numbers", [stage("a", "noop")])
+    assert (await get_workflow_metrics(dag.id))["success_rate"] is None
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir)}, "t")
+    assert (await wait_for_workflow(eid, timeout=60)).status == "completed"
+    assert (await get_workflow_metrics(dag.id))["success_rate"] == 1.0
+    dump = tmp_dir / "numbers.jsonl"
+    dump.write_text(wfdag("events", eid, "--json").stdout)
+    other = {"WFDAG_DATABASE_URL": await create_database(server_url, "wfdag_numbers")}
+    assert wfdag("import", str(dump), env=other).returncode == 0
+    there = wfdag("metrics", dag.id, "--json", env=other)
+    assert there.returncode == 0, there.stderr
+    assert json.loads(there.stdout)["completed"] == 1
+    past = wfdag("replay", eid, "--until", "999")
+    assert past.returncode == 2 and "is past its end" in past.stderr
