@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from events.children import after_append, reconcile
-from events.database import DBConnection
+from events.database import DBConnection, DBReader
 from events.endings import dead_letter_events
 from events.models import REQUEST_EVENT_TYPES, TERMINAL_EVENT_TYPES, Event
 from events.state import fold
@@ -29,7 +29,10 @@ from events.store import EventStore, Prepared, parse_execution_id
 __all__ = [
     "ACTIVE_STATUSES",
     "CANCEL_CHANNEL",
+    "FENCE_SECONDS",
+    "HEARTBEAT_SECONDS",
     "QUEUE_CHANNEL",
+    "TAKEOVER_SECONDS",
     "Claim",
     "DeadLettered",
     "SweepReport",
@@ -40,6 +43,7 @@ __all__ = [
     "execution_lock_key",
     "hand_back",
     "hand_back_unheld",
+    "heartbeat",
     "holding_lease",
     "lease_holder",
     "lease_is_free",
@@ -80,6 +84,21 @@ async def holding_lease(conn: DBConnection, execution_id: str) -> AsyncIterator[
     finally:
         if taken:
             await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+#: A runner renews its heartbeat this often while it drives an execution …
+HEARTBEAT_SECONDS = 1.0
+#: … stops its stages (fences itself) when it could not renew for this long …
+FENCE_SECONDS = 5.0
+#: … and nobody else claims the execution before its heartbeat is this old (``wfdag_claim``
+#: in migration 11 says the same): a runner cut off by a partition has stopped by then.
+TAKEOVER_SECONDS = 12.0
+
+
+async def heartbeat(conn: DBReader, execution_id: str, runner: str) -> None:
+    """Renew ``runner``'s hold on the execution it drives."""
+    await conn.execute("UPDATE execution_queue SET heartbeat_at = now() "
+                       "WHERE execution_id = $1::uuid AND runner = $2", execution_id, runner)
 
 
 QUEUE_CHANNEL = "wfdag_queue"

@@ -311,6 +311,45 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        11,
+        # Self-fencing leases: a runner's heartbeat on the row of the execution it drives.  A
+        # row whose runner is recorded is not claimed (even with its advisory lock free — the
+        # server ended the session of a runner cut off by a partition) until its heartbeat is
+        # older than TAKEOVER_SECONDS (events.leases): by then the old runner has fenced
+        # itself (it stops its stages when it cannot renew for FENCE_SECONDS).
+        """
+        ALTER TABLE execution_queue ADD COLUMN heartbeat_at TIMESTAMPTZ;
+        CREATE OR REPLACE FUNCTION wfdag_claim(p_runner TEXT, p_scan INTEGER)
+        RETURNS TABLE (claimed UUID, claimed_recoveries INTEGER, claimed_last_error TEXT)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+          candidate UUID;
+        BEGIN
+          FOR candidate IN
+            SELECT q.execution_id FROM execution_queue q
+            WHERE (q.not_before IS NULL OR q.not_before <= now())
+              AND (q.runner IS NULL OR q.heartbeat_at IS NULL
+                   OR q.heartbeat_at < now() - interval '12 seconds')
+            ORDER BY q.enqueued_at LIMIT p_scan
+          LOOP
+            IF pg_try_advisory_lock(wfdag_lock_key(candidate)) THEN
+              RETURN QUERY
+                UPDATE execution_queue q SET runner = p_runner, claimed_at = now(),
+                  heartbeat_at = now(),
+                  orphaned_by = CASE WHEN q.runner IS NULL THEN q.orphaned_by
+                                     ELSE array_append(q.orphaned_by, q.runner) END
+                WHERE q.execution_id = candidate
+                RETURNING q.execution_id, q.recoveries, q.last_error;
+              IF FOUND THEN
+                RETURN;
+              END IF;
+              PERFORM pg_advisory_unlock(wfdag_lock_key(candidate));
+            END IF;
+          END LOOP;
+        END $$;
+        """,
+    ),
 ]
 
 

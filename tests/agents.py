@@ -205,3 +205,14 @@ def long_running(ctx: StageContext) -> dict[str, Any]:
 def big_output(ctx: StageContext) -> dict[str, Any]:
     """An output of about ``ctx.context["bytes"]`` bytes (a read-model and log-cap test)."""
     return {"blob": "x" * int(ctx.context.get("bytes", 1000)), "stage": ctx.stage_id}
+
+
+def ticker(ctx: StageContext) -> dict[str, Any]:
+    """Writes ``<pid> <time>`` to ``ticks-<execution>`` every 0.1 s for ``seconds``: two
+    processes running the stage at once show as overlapping spans (the partition test)."""
+    path = _dir(ctx) / f"ticks-{ctx.execution_id}"
+    end = time.time() + float(ctx.context.get("seconds", 1))
+    while time.time() < end:
+        _touch(path, f"{os.getpid()} {time.time()}")
+        time.sleep(0.1)
+    return {"pid": os.getpid()}

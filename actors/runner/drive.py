@@ -266,11 +266,19 @@ class Drive(StageCalls):
         finally:
             lease_waiter.cancel()
             request_waiter.cancel()
+            if self._lease_lost.is_set():
+                # Stop the stages before anything that may wait on the lost connection (cut
+                # off by a partition, it may not fail for minutes): never two at once.
+                self._dispatch.stop_tasks()
+                if self._dispatch.local_still_running():
+                    retire("a local stage was still running when its lease was lost",
+                           self.execution_id, self._log)
             if writing is not None and not writing.done():
                 # Let it end on its own (it fails at once if the session is gone): a cancelled
-                # statement would leave the lease connection busy for the release.
+                # statement would leave the lease connection busy for the release.  Bounded:
+                # a connection cut off without a word is dropped by the runner.
                 with contextlib.suppress(Exception):
-                    await writing
+                    await asyncio.wait_for(asyncio.shield(writing), 5.0)
 
     async def _absorb(self, unwritten: list[Event]) -> tuple[ExecutionState, list[Event]]:
         """Fold the log again after another writer appended requests (a cancel) to it, and

@@ -11,35 +11,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import ray
 
 from actors.breakers import BreakerView
 from actors.logs import get_logger
 from actors.metrics import record_events, set_live
-from actors.runner.dispatch import Dispatcher, retire_marker
+from actors.runner.dispatch import Dispatcher, retire, retire_marker
 from actors.runner.drive import Drive
 from actors.runner.protocol import DriveOutcome
 from actors.runtime import new_store, settings
 from events import EventStore, is_database_outage
 from events.leases import (
     CANCEL_CHANNEL,
+    FENCE_SECONDS,
+    HEARTBEAT_SECONDS,
     QUEUE_CHANNEL,
     Claim,
     certify_restart,
     claim_next,
     dead_letter,
     hand_back,
+    heartbeat,
     park,
     record_crash,
     release,
 )
 
-__all__ = ["IDLE_RECHECK_SECONDS", "Runner"]
+__all__ = ["IDLE_RECHECK_SECONDS", "LEASE_IO_SECONDS", "Runner", "SelfFencedError", "bounded"]
+
+T = TypeVar("T")
 
 #: An idle runner looks at the queue again this often (leases freed by dead runners).
 IDLE_RECHECK_SECONDS = 2.0
+#: The longest a park or a release may take on the lease connection before the runner takes
+#: the connection for lost (it reconnects).
+LEASE_IO_SECONDS = 5.0
+
+
+class SelfFencedError(Exception):
+    """This runner fenced itself (cut off from the database): it drops its connections."""
+
+
+async def bounded(work: Awaitable[T], seconds: float) -> T:
+    """``work``, or ``TimeoutError`` after ``seconds`` — without waiting for the cancelled
+    work to wind down (``asyncio.wait_for`` would: a query cancelled on a connection cut off
+    without a word hangs in asyncpg's cancel request)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no warning
+        raise TimeoutError(f"no answer from the database in {seconds:g}s")
+    return task.result()
 
 
 class Runner:
@@ -100,7 +126,7 @@ class Runner:
                 backoff = 0.5
                 await self._claim_loop(store, lease_conn, lease_lost)
             except Exception as exc:
-                outage = is_database_outage(exc)
+                outage = is_database_outage(exc) or isinstance(exc, SelfFencedError | TimeoutError)
                 self._lost = self._lost or outage
                 self._log.warning("runner.reconnecting" if outage else "runner.serve_failed",
                                   error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=backoff,
@@ -172,20 +198,33 @@ class Runner:
         # trip through Ray to start).
         me = ray.get_runtime_context().current_actor
         me.executing.options(name=f"wfdag-exec-{eid}").remote(eid)
+        fenced = asyncio.Event()
+        beating = asyncio.create_task(self._heartbeat(store, eid, lease_lost, fenced))
         try:
             drive = Drive(
                 execution_id=eid, store=store, lease_conn=lease_conn, lease_lost=lease_lost,
                 dispatcher=self._dispatch, breakers=self._breakers,
                 database_url=self._database_url, log=self._log, requested=requested)
-            outcome = await drive.run()
+            running = asyncio.ensure_future(drive.run())
+            stop = asyncio.ensure_future(fenced.wait())
+            await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not running.done():  # fenced while the drive waits on the cut-off connection
+                running.cancel()
+                running.add_done_callback(lambda t: t.cancelled() or t.exception())
+                raise SelfFencedError(eid)
+            outcome = running.result()
             if outcome is DriveOutcome.PARKED and drive.parked is not None:
-                await park(lease_conn, eid, *drive.parked)
+                await bounded(park(lease_conn, eid, *drive.parked), LEASE_IO_SECONDS)
+        except SelfFencedError:
+            raise
         except Exception as exc:
             self._log.exception("runner.execution_crashed", execution_id=eid,
                                 recoveries=claim.recoveries)
             await record_crash(lease_conn, eid, f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(1.0)  # don't spin on an execution that keeps failing
         finally:
+            beating.cancel()
             driving.set()
             del self.driving[eid]
             self._requests.pop(eid, None)
@@ -193,9 +232,40 @@ class Runner:
             if outcome is not None and outcome.hand_back:
                 self._lost = True
             try:
-                await release(lease_conn, eid)
+                if fenced.is_set():
+                    raise SelfFencedError(eid)  # a new connection, once the database answers
+                # Bounded: on a connection cut off without a word (a partition) it would hang.
+                await bounded(release(lease_conn, eid), LEASE_IO_SECONDS)
                 self._lost = False
             finally:
                 # Cleared once the lease is given up: while this runner holds it, `current`
                 # names the execution (as lease_holder, and so execution_actor, do).
                 self.running = None
+
+    async def _heartbeat(self, store: EventStore, eid: str, lease_lost: asyncio.Event,
+                         fenced: asyncio.Event) -> None:
+        """Renew the hold on ``eid`` every HEARTBEAT_SECONDS (on a connection of the pool, not
+        the lease's: that one is busy with the drive).  Unable to for FENCE_SECONDS — cut off
+        from the database — the runner fences itself: ``lease_lost`` stops the drive and its
+        stages, well before TAKEOVER_SECONDS let another runner claim the execution."""
+        last = asyncio.get_running_loop().time()  # the claim set the first beat
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await bounded(heartbeat(store.pool, eid, self.name), HEARTBEAT_SECONDS * 2)
+                last = asyncio.get_running_loop().time()
+            except Exception as exc:
+                silent = asyncio.get_running_loop().time() - last
+                if silent >= FENCE_SECONDS:
+                    self._log.warning("runner.self_fenced", execution_id=eid,
+                                      silent_s=round(silent, 1), error=type(exc).__name__,
+                                      next_step="stages stopped; another runner takes the "
+                                                "execution over, this one reconnects")
+                    # Its stages stop now, whatever the drive is waiting on.
+                    self._dispatch.stop_tasks()
+                    if self._dispatch.local_still_running():
+                        retire("cut off from the database while a local stage ran", eid,
+                               self._log)
+                    fenced.set()
+                    lease_lost.set()
+                    return
