@@ -27,7 +27,7 @@ from events.models import WorkflowInitiated
 from events.store import EventStore
 
 __all__ = ["LEADER_LEASE", "NotLeaderError", "Schedule", "Tick", "audit", "claim_leadership",
-           "delete", "fetch", "fetch_all", "fire_due", "fire_now", "history", "insert",
+           "db_now", "delete", "fetch", "fetch_all", "fire_due", "fire_now", "history", "insert",
            "release_leadership", "set_paused", "slot_key"]
 
 LEADER_LEASE = "scheduler"
@@ -67,6 +67,12 @@ def _schedule(row: Any) -> Schedule:
     eid = data.get("last_execution_id")
     data["last_execution_id"] = str(eid) if eid is not None else None
     return Schedule.model_validate(data)
+
+
+async def db_now(conn: DBReader) -> datetime:
+    """The database's clock (every scheduler and caller reads the same one)."""
+    now: datetime = await conn.fetchval("SELECT now()")
+    return now
 
 
 def slot_key(schedule_id: str, slot: datetime) -> str:

@@ -8,7 +8,13 @@ from projections.executions import (
     fetch_status,
     project_executions,
 )
-from projections.listing import EXECUTION_STATUSES, ExecutionPage, activity, list_executions
+from projections.listing import (
+    EXECUTION_STATUSES,
+    ExecutionPage,
+    activity,
+    has_executions,
+    list_executions,
+)
 from projections.metrics import MetricsProjection, apply_metrics, workflow_metrics
 from projections.replay import ExecutionSnapshot, snapshot
 from projections.runner import PROJECTIONS, Projection, ProjectionRunner, rebuild_projections
@@ -28,6 +34,7 @@ __all__ = [
     "apply_metrics",
     "execution_row",
     "fetch_status",
+    "has_executions",
     "list_executions",
     "project_executions",
     "rebuild_projections",

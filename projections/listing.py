@@ -20,7 +20,8 @@ from definitions import InvalidArgumentError
 from events.database import DBReader
 from projections.executions import WorkflowStatus, status_of_row
 
-__all__ = ["EXECUTION_STATUSES", "MAX_PAGE", "ExecutionPage", "activity", "list_executions"]
+__all__ = ["EXECUTION_STATUSES", "MAX_PAGE", "ExecutionPage", "activity", "has_executions",
+           "list_executions"]
 
 #: Every status an execution can show (``queued``: accepted, no runner has taken it yet).
 EXECUTION_STATUSES = ("queued", "initiated", "in_progress", "waiting", "compensating",
@@ -116,3 +117,10 @@ async def activity(conn: DBReader) -> dict[str, int]:
         "       (SELECT count(*) FROM execution_queue WHERE runner IS NULL) AS queued")
     assert row is not None
     return {"live": int(row["live"]), "queued": int(row["queued"])}
+
+
+async def has_executions(conn: DBReader, workflow_id: str) -> bool:
+    """Whether any execution of ``workflow_id`` is in the read model (imported ones too)."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM workflow_executions WHERE workflow_definition_id = $1)",
+        workflow_id))

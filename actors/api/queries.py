@@ -38,6 +38,7 @@ from projections import (
     ProjectionRunner,
     WorkflowStatus,
     fetch_status,
+    has_executions,
     snapshot,
     workflow_metrics,
 )
@@ -209,9 +210,7 @@ async def get_workflow_metrics(workflow_id: str) -> dict[str, Any]:
         await store.get_definition(workflow_id)
     except WorkflowNotFoundError:
         # Not registered here, but its executions may be (imported logs): those count.
-        if not await store.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM workflow_executions WHERE "
-                "workflow_definition_id = $1)", workflow_id):
+        if not await has_executions(store.pool, workflow_id):
             raise
     await ProjectionRunner(store.pool).catch_up()
     return await workflow_metrics(store.pool, workflow_id)

@@ -74,7 +74,7 @@ async def create_schedule(
     dag = await store.get_definition(workflow_id, version)  # unknown → WorkflowNotFoundError
     org = ctx.get("organizationId") if isinstance(ctx.get("organizationId"), str) else None
     async with store.pool.acquire() as conn:
-        now = await conn.fetchval("SELECT now()")
+        now = await rows.db_now(conn)
         made = await rows.insert(conn, {
             "schedule_id": sid, "workflow_id": dag.id, "version": version, "cron": expression,
             "timezone": timezone, "context": ctx, "user_id": user_id, "organization_id": org,
@@ -127,7 +127,7 @@ async def resume_schedule(schedule_id: str, *, user_id: str | None = None,
     store = await ready_store()
     current = await rows.fetch(store.pool, _check_id(schedule_id), organization_id)
     async with store.pool.acquire() as conn:
-        now = await conn.fetchval("SELECT now()")
+        now = await rows.db_now(conn)
         done = await rows.set_paused(conn, schedule_id, False, user_id,
                                      next_slot(current.cron, current.timezone, now),
                                      organization_id)

@@ -11,7 +11,7 @@ from actors.cli.render import describe_event, out, out_json, say
 from actors.cli.server import runners_for
 from definitions import WfdagError
 
-__all__ = ["SEED_CONTEXT", "UsageError", "add_verbs", "load_json_arg"]
+__all__ = ["SEED_CONTEXT", "UsageError", "add_verbs", "context_arg", "load_json_arg"]
 
 SEED_CONTEXT = {"userId": "user-123", "organizationId": "org-456", "projectId": "project-789"}
 
@@ -53,15 +53,20 @@ async def _follow(execution_id: str, timeout: float | None, org: str | None) -> 
     return await get_workflow_status(execution_id, organization_id=org)
 
 
+def context_arg(args: argparse.Namespace) -> dict[str, Any]:
+    """``--context`` (JSON or @FILE, an object), else the seed's example context."""
+    if args.context is None:
+        return dict(SEED_CONTEXT, **({"organizationId": args.org} if args.org else {}))
+    context = load_json_arg(args.context, "--context")
+    if not isinstance(context, dict):
+        raise UsageError(f"--context must be a JSON object, got {type(context).__name__}")
+    return context
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     from actors.api import check_start, execute_workflow_dag
 
-    if args.context is None:
-        context: Any = dict(SEED_CONTEXT, **({"organizationId": args.org} if args.org else {}))
-    else:
-        context = load_json_arg(args.context, "--context")
-        if not isinstance(context, dict):
-            raise UsageError(f"--context must be a JSON object, got {type(context).__name__}")
+    context = context_arg(args)
     # Every input error (an unknown workflow, a bad context…) before anything starts.
     await check_start(args.workflow, context, args.user, version=args.version,
                       idempotency_key=args.idempotency_key, organization_id=args.org)

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from actors.cli.execute import SEED_CONTEXT, UsageError, load_json_arg
+from actors.cli.execute import context_arg
 from actors.cli.render import fmt_opt, out, out_json, say, table
 from actors.cli.server import ensure_service, runners_for
 
@@ -41,12 +41,7 @@ async def _scheduler_up(args: argparse.Namespace) -> None:
 async def cmd_create(args: argparse.Namespace) -> int:
     from actors.api import create_schedule
 
-    if args.context is None:
-        context: Any = dict(SEED_CONTEXT, **({"organizationId": args.org} if args.org else {}))
-    else:
-        context = load_json_arg(args.context, "--context")
-        if not isinstance(context, dict):
-            raise UsageError(f"--context must be a JSON object, got {type(context).__name__}")
+    context = context_arg(args)
     schedule = await create_schedule(
         args.workflow, args.cron, context=context, user_id=args.user, schedule_id=args.id,
         timezone=args.timezone, overlap=args.overlap, catchup=args.catchup,
