@@ -66,9 +66,20 @@ class BreakerRegistry:
         self._store: EventStore | None = None
         self._listener: Any = None
         self._instance = uuid.uuid4().hex
+        # One change of a breaker at a time, from its decision to its row: concurrent outcomes
+        # (the actor is async) each see the state the previous one left, and each opening is
+        # written, and reported, once.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._opening = asyncio.Lock()
         self._log = get_logger(component="breakers")
 
     async def _db(self) -> EventStore:
+        if self._store is not None:
+            return self._store
+        async with self._opening:  # one connection and one load, however many callers
+            return await self._open()
+
+    async def _open(self) -> EventStore:
         if self._store is None:
             store = await new_store(self._database_url, max_size=3)
             self._listener = await store.pool.acquire()
@@ -105,10 +116,12 @@ class BreakerRegistry:
             asyncio.get_running_loop().create_task(self._reload(key))
 
     async def _reload(self, key: str) -> None:
-        assert self._store is not None
-        record = await load_breaker(self._store.pool, key)
+        store = await self._db()
+        async with self._lock(key):
+            record = await load_breaker(store.pool, key)
+            if record is not None:
+                self._load(record)
         if record is not None:
-            self._load(record)
             self._log.info("breaker.reloaded", key=key, state=record.state)
 
     async def _get(self, workflow_id: str, stage_id: str, threshold: int | None = None,
@@ -124,15 +137,18 @@ class BreakerRegistry:
             breaker.configure(threshold, cooldown)
         return breaker
 
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
     async def _persist(self, breaker: Breaker, before: tuple[str, int]) -> None:
         after = (breaker.state, breaker.failure_count)
         if after == before:
             return
+        record = breaker.record_of()  # what this change decided, taken before any await
         record_breaker_state(breaker.workflow_id, breaker.stage_id, breaker.state)
         store = await self._db()
         async with store.pool.acquire() as conn:
-            await save_breaker(conn, breaker.record_of(), from_state=before[0],
-                               origin=self._instance)
+            await save_breaker(conn, record, from_state=before[0], origin=self._instance)
         if after[0] != before[0]:
             self._log.warning("breaker.transition", key=breaker_key(breaker.workflow_id,
                                                                     breaker.stage_id),
@@ -142,27 +158,34 @@ class BreakerRegistry:
     async def acquire(self, workflow_id: str, stage_id: str, failure_threshold: int,
                       cooldown_seconds: float, trial_ttl: float) -> Admission:
         """Ask to call the stage's agent: admitted and, in half-open, a token."""
-        breaker = await self._get(workflow_id, stage_id, failure_threshold, cooldown_seconds)
-        before = (breaker.state, breaker.failure_count)
-        verdict = breaker.admit(datetime.now(UTC), trial_ttl)
-        await self._persist(breaker, before)
-        nxt = breaker.next_attempt_at
-        return Admission(admitted=verdict is not None, state=breaker.state,
-                         failure_count=breaker.failure_count,
-                         token=None if verdict in (None, "pass") else verdict,
-                         next_attempt_at=nxt.isoformat() if nxt is not None else None)
+        async with self._lock(breaker_key(workflow_id, stage_id)):
+            breaker = await self._get(workflow_id, stage_id, failure_threshold,
+                                      cooldown_seconds)
+            before = (breaker.state, breaker.failure_count)
+            verdict = breaker.admit(datetime.now(UTC), trial_ttl)
+            nxt = breaker.next_attempt_at
+            admission = Admission(
+                admitted=verdict is not None, state=breaker.state,
+                failure_count=breaker.failure_count,
+                token=None if verdict in (None, "pass") else verdict,
+                next_attempt_at=nxt.isoformat() if nxt is not None else None)
+            await self._persist(breaker, before)
+        return admission
 
     async def record(self, workflow_id: str, stage_id: str, ok: bool, token: str | None,
                      failure_threshold: int | None = None,
                      cooldown_seconds: float | None = None) -> Outcome:
         """Record an attempt's result (the stage's breaker config comes along: a runner that
         admitted the attempt from its own view of a closed breaker never called acquire)."""
-        breaker = await self._get(workflow_id, stage_id, failure_threshold, cooldown_seconds)
-        before = (breaker.state, breaker.failure_count)
-        breaker.record(ok, token, datetime.now(UTC))
-        await self._persist(breaker, before)
-        return Outcome(state=breaker.state, failure_count=breaker.failure_count,
-                       transition=breaker.state if breaker.state != before[0] else None)
+        async with self._lock(breaker_key(workflow_id, stage_id)):
+            breaker = await self._get(workflow_id, stage_id, failure_threshold,
+                                      cooldown_seconds)
+            before = (breaker.state, breaker.failure_count)
+            breaker.record(ok, token, datetime.now(UTC))
+            outcome = Outcome(state=breaker.state, failure_count=breaker.failure_count,
+                              transition=breaker.state if breaker.state != before[0] else None)
+            await self._persist(breaker, before)
+        return outcome
 
     async def status(self, workflow_id: str, stage_id: str) -> dict[str, Any]:
         """The breaker as this registry holds it (JSON-able)."""

@@ -33,7 +33,10 @@ async def pool(queue_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with pool.acquire() as conn:
         await migrate(conn)
     yield pool
-    await pool.close()
+    try:  # a failed test may leave a connection out: never hang the suite on it
+        await asyncio.wait_for(pool.close(), 10)
+    except TimeoutError:
+        pool.terminate()
 
 
 async def test_the_sql_lock_key_is_the_python_one(pool: asyncpg.Pool) -> None:
@@ -151,10 +154,18 @@ async def test_every_runner_that_died_on_an_execution_counts_once_it_certifies(
 
     async def claim_and_die(runner: str) -> int:
         conn = await pool.acquire()
-        claim = await claim_next(conn, runner)
-        assert claim is not None and claim.execution_id == eid
-        await conn.close()  # the process dies: its session, and the lease, end
-        await pool.release(conn)
+        try:
+            claim = await claim_next(conn, runner)
+            assert claim is not None and claim.execution_id == eid
+            await conn.close()  # the process dies: its session, and the lease, end
+        finally:
+            await pool.release(conn)
+        # Nobody may take it over while the dead runner's heartbeat is fresh ...
+        async with pool.acquire() as other:
+            assert await claim_next(other, "early") is None
+        # ... which it stops being once the takeover wait has passed.
+        await pool.execute(
+            "UPDATE execution_queue SET heartbeat_at = now() - interval '1 minute'")
         return claim.recoveries
 
     assert await claim_and_die("a") == 0
