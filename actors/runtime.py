@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
@@ -40,7 +40,9 @@ __all__ = [
     "ensure_ray",
     "get_database_url",
     "get_store",
+    "local_ray_dead",
     "new_store",
+    "on_ray_restart",
     "reload_settings",
     "run_sync",
     "set_database_url",
@@ -154,15 +156,60 @@ def worker_pythonpath(cwd: str, pythonpath: str | None) -> str:
     return os.pathsep.join([cwd, *[p for p in paths if p != cwd]])
 
 
+#: The processes without which a local Ray is dead (Ray's process type names).
+_VITAL = ("gcs_server", "raylet")
+_local_started = False  # the Ray this process is connected to is a local one it started
+_restart_hooks: list[Callable[[], None]] = []
+
+
+def on_ray_restart(hook: Callable[[], None]) -> None:
+    """Call ``hook`` when a dead local Ray is replaced: caches of its actor handles drop
+    them."""
+    _restart_hooks.append(hook)
+
+
+def local_ray_dead() -> list[str]:
+    """The vital processes of this process's local Ray that have died (``[]``: it is alive,
+    or the Ray joined is not one this process started).  A poll of child processes: no
+    round trip."""
+    if not _local_started or not ray.is_initialized():
+        return []
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None:
+        return []
+    return sorted({kind for kind, _proc in node.dead_processes() if kind in _VITAL})
+
+
+def _drop_dead_ray(dead: list[str]) -> None:
+    """Disconnect from a local Ray whose GCS or raylet died, and forget its actor handles."""
+    global _local_started
+    log = get_logger()
+    log.warning("ray.local_died", dead=dead, next_step="starting a new local Ray; the "
+                "recovery sweep re-queues what its runners drove")
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None:  # what is left of it (workers, agents) goes too
+        for _kind, proc in node.live_processes():
+            proc.kill()
+    ray.shutdown()
+    _local_started = False
+    for hook in _restart_hooks:
+        hook()
+
+
 def ensure_ray(address: str | None = None) -> None:
-    """Join ``address`` / ``RAY_ADDRESS``, or start a local Ray bound to 127.0.0.1.
+    """Join ``address`` / ``RAY_ADDRESS``, or start a local Ray bound to 127.0.0.1 (a new
+    one if the local Ray this process started has died).
 
     This process's environment is left as it was: a local Ray's workers get the driver's
     directory on their ``PYTHONPATH`` (:func:`worker_pythonpath`) without the driver's own
     ``PYTHONPATH`` being rewritten."""
+    global _local_started
     with _ray_lock:
         if ray.is_initialized():
-            return
+            dead = local_ray_dead()
+            if not dead:
+                return
+            _drop_dead_ray(dead)
         log = get_logger()
         config = settings()
         target = address or os.environ.get("RAY_ADDRESS")
@@ -195,8 +242,13 @@ def ensure_ray(address: str | None = None) -> None:
                 os.environ.pop("PYTHONPATH", None)
             else:
                 os.environ["PYTHONPATH"] = saved
+        _local_started = True
         # Start idle workers now so that the first fork does not wait on process starts.
-        ray.get([_warm.remote(0.3) for _ in range(config.warm_workers)])
+        try:
+            ray.get([_warm.remote(0.3) for _ in range(config.warm_workers)], timeout=60)
+        except ray.exceptions.GetTimeoutError:
+            log.warning("ray.warm_up_slow", workers=config.warm_workers,
+                        next_step="going on; the first stages may wait for worker starts")
         log.info("ray.started", seconds=round(time.monotonic() - started, 2))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ from actors.service.record import live_service
 from definitions import (
     CANONICAL_WORKFLOWS,
     MAX_NESTING,
+    ClusterUnavailableError,
     ConcurrencyError,
     ExecutionStateError,
     InvalidArgumentError,
@@ -73,17 +75,38 @@ async def initialize_workflow_system(*, resume: bool = True) -> dict[str, Any]:
     Returns ``{"workflows": [...ids], "resumed": [...ids], "dead_lettered": [...ids],
     "pool": size}``.
     """
+    step = ["connecting to the database and applying migrations"]
+    try:
+        async with asyncio.timeout(INIT_SECONDS):
+            return await _initialize(resume, step)
+    except TimeoutError:
+        raise ClusterUnavailableError(
+            f"initialize_workflow_system did not finish within {INIT_SECONDS:g}s: it was "
+            f"{step[0]}; check that the database answers and that Ray has room (`ray status`), "
+            f"then call it again (it is idempotent)") from None
+
+
+#: The bound on :func:`initialize_workflow_system` (each of its waits has its own, shorter).
+INIT_SECONDS = 180.0
+
+
+async def _initialize(resume: bool, step: list[str]) -> dict[str, Any]:
     await ready_store(refresh=True)
     url = get_database_url()
     service = live_service(url) if service_owns_runners(url) else None
     if service is not None:
         # The service owns the runners: set up and sweep only; its pool adopts what is queued.
+        step[0] = "running the recovery sweep"
         report = await recover_executions() if resume else {"resumed": [], "dead_lettered": []}
         return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": report["resumed"],
                 "dead_lettered": report["dead_lettered"], "pool": service.pool_size}
+    step[0] = "starting or joining Ray"
     ensure_ray()
+    step[0] = "waiting for the runners to answer"
     handles = await ensure_pool(url, refresh=True)
-    await ensure_projector(url).ready.remote()
+    step[0] = "waiting for the projection actor to answer"
+    await asyncio.wait_for(ensure_projector(url).ready.remote(), 60)
+    step[0] = "running the recovery sweep"
     report = await recover_executions() if resume else {"resumed": [], "dead_lettered": []}
     return {"workflows": sorted(CANONICAL_WORKFLOWS), "resumed": report["resumed"],
             "dead_lettered": report["dead_lettered"], "pool": len(handles)}

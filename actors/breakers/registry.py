@@ -21,7 +21,7 @@ import ray
 from actors.breakers.machine import Breaker
 from actors.logs import get_logger
 from actors.metrics import record_breaker_state
-from actors.runtime import NAMESPACE, new_store
+from actors.runtime import NAMESPACE, new_store, on_ray_restart
 from events import EventStore
 from events.breaker_state import (
     BREAKER_CHANNEL,
@@ -197,6 +197,14 @@ class BreakerRegistry:
 
 
 _registry: Any = None
+
+
+def _forget_registry() -> None:
+    global _registry
+    _registry = None
+
+
+on_ray_restart(_forget_registry)  # a new local Ray: a new registry (it reloads from the database)
 
 
 def breaker_registry(database_url: str) -> Any:

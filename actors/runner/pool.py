@@ -9,9 +9,10 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError
 
+from actors.logs import get_logger
 from actors.runner.actor import ExecutionActor
-from actors.runtime import NAMESPACE, settings
-from definitions import DatabaseConfigError
+from actors.runtime import NAMESPACE, on_ray_restart, settings
+from definitions import ClusterUnavailableError, DatabaseConfigError
 from events import is_embedded_default
 
 __all__ = [
@@ -32,19 +33,64 @@ def _actor_remote() -> Any:
 
 
 _pool_ready: dict[str, list[Any]] = {}
+on_ray_restart(_pool_ready.clear)  # a new local Ray: the old handles name nothing
+
+#: How long a runner may take to answer ``ready`` (it connects to the database and certifies
+#: its restart) before it is replaced.
+READY_SECONDS = 60.0
 
 
-async def _until_ready(handle: Any, timeout: float = 60.0) -> None:
-    """Wait for a runner, riding out a restart (Ray restarts a killed or crashed runner)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _until_ready(handle: Any, timeout: float = READY_SECONDS) -> None:
+    """Wait for a runner, riding out a restart (Ray restarts a killed or crashed runner);
+    ``TimeoutError`` when it has not answered in ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
         try:
-            await handle.ready.remote()
+            await asyncio.wait_for(handle.ready.remote(), max(0.1, deadline - loop.time()))
             return
         except ActorUnavailableError:
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > deadline:
+                raise TimeoutError from None
+            await asyncio.sleep(0.2)
+
+
+def _start_runner(database_url: str, index: int) -> Any:
+    return _actor_remote().options(
+        name=runner_name(index), namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
+        num_cpus=0, get_if_exists=True, **runner_placement(),
+    ).remote(database_url, runner_name(index))
+
+
+async def _ready_runner(database_url: str, index: int) -> Any:
+    """Runner ``index``, answering: one that does not answer in READY_SECONDS is killed and
+    started again once; if the new one does not answer either, the pool cannot start."""
+    handle = _start_runner(database_url, index)
+    try:
+        await _until_ready(handle)
+        return handle
+    except (TimeoutError, ray.exceptions.RayActorError) as exc:
+        get_logger(runner=runner_name(index)).warning(
+            "runner.not_ready", seconds=READY_SECONDS, error=type(exc).__name__,
+            next_step="replacing it")
+        ray.kill(handle, no_restart=True)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 10
+    while True:  # the killed actor's name is freed once Ray has noted its death
+        handle = _start_runner(database_url, index)
+        try:
+            await _until_ready(handle)
+            return handle
+        except ray.exceptions.ActorDiedError:
+            if loop.time() > until:
                 raise
             await asyncio.sleep(0.2)
+        except TimeoutError:
+            raise ClusterUnavailableError(
+                f"runner {runner_name(index)} did not answer within {READY_SECONDS:g}s, twice "
+                f"(it was replaced once): Ray may lack the resources to place it "
+                f"(`ray status`), or it cannot reach the database; see its log in Ray's "
+                f"session directory (logs/worker-*.err)") from None
 
 
 def runner_placement() -> dict[str, Any]:
@@ -79,13 +125,7 @@ async def ensure_pool(
     if ready is not None and len(ready) >= count:
         return ready  # started already: no round trip to Ray on the hot path
     check_database_reachable_by_cluster(database_url)
-    handles = [
-        _actor_remote().options(
-            name=runner_name(k), namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
-            num_cpus=0, get_if_exists=True, **runner_placement(),
-        ).remote(database_url, runner_name(k))
-        for k in range(count)
-    ]
-    await asyncio.gather(*[_until_ready(h) for h in handles])
+    handles = list(await asyncio.gather(*[_ready_runner(database_url, k)
+                                          for k in range(count)]))
     _pool_ready[database_url] = handles
     return handles

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from actors.service.record import ServiceRecord, live_service, log_path, pid_alive, proc_stat
 from definitions import WfdagError
 
-__all__ = ["START_TIMEOUT_SECONDS", "ServiceError", "start_service", "stop_service"]
+__all__ = [
+    "START_TIMEOUT_SECONDS",
+    "ServiceError",
+    "end_leftovers",
+    "start_service",
+    "stop_service",
+]
 
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 60.0
@@ -36,7 +42,7 @@ def start_service(database_url: str | None = None, *,
         # A service that was killed (SIGKILL, OOM) left its record, and maybe some of its
         # Ray's processes (agents, workers, runners still holding leases): they are in its
         # session, which it led (started detached); nothing else is.
-        _end_leftovers(stale.pid)
+        end_leftovers(stale.pid)
         ServiceRecord.remove(stale.pid)
     log = log_path()
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +51,7 @@ def start_service(database_url: str | None = None, *,
         env["WFDAG_DATABASE_URL"] = database_url
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "actors.service.process"], stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "actors.service.supervisor"], stdin=subprocess.DEVNULL,
             stdout=out, stderr=out, env=env, start_new_session=True, close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     shown = 0.0
@@ -88,7 +94,7 @@ def stop_service() -> ServiceRecord | None:
     return record
 
 
-def _end_leftovers(session: int) -> None:
+def end_leftovers(session: int) -> None:
     """Kill what is left of a dead service's session (Ray's agents and workers outlive a
     SIGKILL of their driver for a while).  A service run with ``--foreground`` led no
     session of its own: nothing is killed then."""

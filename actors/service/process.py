@@ -1,13 +1,16 @@
-"""The service process: a long-lived local Ray that owns the runners.
+"""The service proper: a long-lived local Ray that owns the runners.
 
-``wfdag server start`` runs this in a new session (detached from the terminal); ``--foreground``
-runs it in the calling process, for a supervisor.  It starts a local Ray bound to 127.0.0.1 (its
-processes are children of this one and end with it), applies migrations, registers the
-canonical workflows, starts the pool and the projection actor, runs the recovery sweep, writes
+``wfdag server start`` runs it under its supervisor (:mod:`actors.service.supervisor`), in a
+new session detached from the terminal; ``--foreground`` runs it in the calling process, for a
+supervisor of the user's.  It starts a local Ray bound to 127.0.0.1 (its processes are children
+of this one and end with it), applies migrations, registers the canonical workflows, starts
+the pool and the projection actor, runs the recovery sweep, writes
 :class:`~actors.service.record.ServiceRecord`, and then keeps the pool whole (a runner killed
 for good is replaced) and runs the scheduler (:mod:`actors.service.scheduler`) until SIGTERM
-or SIGINT.  On the way out it stops Ray and hands back,
-uncounted, the executions its runners were driving: they resume on the next start.
+or SIGINT.  On the way out it stops Ray and hands back, uncounted, the executions its runners
+were driving: they resume on the next start.  When its local Ray dies (its GCS or raylet is
+gone: checked every second) it exits with ``RESTART_CODE`` (75) to be started afresh, as Ray
+would end it anyway.
 """
 
 from __future__ import annotations
@@ -26,20 +29,29 @@ __all__ = ["SWEEP_SECONDS", "main", "run_service"]
 SWEEP_SECONDS = 30.0
 
 
-async def _serve(stop: asyncio.Event) -> None:
+async def _serve(stop: asyncio.Event) -> bool:
+    """Serve until ``stop``; True when the local Ray died (start again)."""
     import ray
 
     from actors.api import initialize_workflow_system
     from actors.runner import runner_name
-    from actors.runtime import close_stores, get_database_url, get_store, settings
+    from actors.runtime import (
+        close_stores,
+        get_database_url,
+        get_store,
+        local_ray_dead,
+        settings,
+    )
     from actors.service.record import ServiceRecord, database_fingerprint, live_service
+    from actors.service.supervisor import supervisor_pid
     from events import redact_url
     from events.leases import hand_back_unheld
 
     log = get_logger(component="service")
     url = get_database_url()
+    me = supervisor_pid()
     other = live_service()
-    if other is not None and other.pid != os.getpid():
+    if other is not None and other.pid != me:
         from actors.service.control import ServiceError
 
         raise ServiceError(f"the wfdag service is already running (pid {other.pid}, Ray at "
@@ -51,7 +63,7 @@ async def _serve(stop: asyncio.Event) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     record = ServiceRecord(
-        pid=os.getpid(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        pid=me, started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ray_address=str(ray.get_runtime_context().gcs_address), database=redact_url(url),
         database_fingerprint=database_fingerprint(url), pool_size=report["pool"])
     record.save()
@@ -60,24 +72,39 @@ async def _serve(stop: asyncio.Event) -> None:
     from actors.service.scheduler import run_scheduler
 
     scheduler = asyncio.create_task(run_scheduler(stop))
+    restart: list[str] = []
     try:
+        next_sweep = loop.time() + SWEEP_SECONDS
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), SWEEP_SECONDS)
+                await asyncio.wait_for(stop.wait(), 1.0)
+                continue
             except TimeoutError:
-                try:
-                    await initialize_workflow_system()  # replace dead runners, sweep
-                except Exception as exc:  # a database outage: the next turn tries again
-                    log.warning("service.sweep_failed", error=f"{type(exc).__name__}: {exc}",
-                                next_step=f"retrying in {SWEEP_SECONDS:g}s")
+                pass
+            restart = local_ray_dead()  # a poll of child processes: checked every second
+            if restart:
+                break  # Ray ends a driver whose raylet died: start afresh, as a new process
+            if loop.time() < next_sweep:
+                continue
+            next_sweep = loop.time() + SWEEP_SECONDS
+            try:
+                await initialize_workflow_system()  # replace dead runners, sweep
+            except Exception as exc:  # a database outage: the next turn tries again
+                log.warning("service.sweep_failed", error=f"{type(exc).__name__}: {exc}",
+                            next_step=f"retrying in {SWEEP_SECONDS:g}s")
     finally:
-        log.warning("service.stopping", pid=record.pid)
         stop.set()
         try:
             await asyncio.wait_for(scheduler, 10)
         except Exception as exc:
             log.warning("service.scheduler_stop_failed", error=f"{type(exc).__name__}: {exc}")
-        ray.shutdown()  # ends the runners (and their leases) with the local Ray
+        if restart:
+            log.warning("service.ray_died", dead=restart, pid=os.getpid(),
+                        next_step="exiting to be started again (the supervisor does it; "
+                        "under --foreground, your supervisor)")
+        else:
+            log.warning("service.stopping", pid=record.pid)
+            ray.shutdown()  # ends the runners (and their leases) with the local Ray
         try:
             store = await get_store(url)
             async with store.pool.acquire() as conn:
@@ -89,7 +116,9 @@ async def _serve(stop: asyncio.Event) -> None:
                         next_step="the next start's sweep resumes them (counted once)")
         finally:
             await close_stores()
-            ServiceRecord.remove(record.pid)
+            if not restart:  # restarting: the supervisor is still there, and so is the record
+                ServiceRecord.remove(record.pid)
+    return bool(restart)
 
 
 async def run_service() -> int:
@@ -100,7 +129,7 @@ async def run_service() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _serve(stop)
+        restart = await _serve(stop)
     except Exception as exc:
         from definitions import WfdagError
 
@@ -108,6 +137,13 @@ async def run_service() -> int:
             get_logger(component="service").exception("service.crashed")
         print(f"error: the wfdag service could not start: {exc}", file=sys.stderr, flush=True)
         return 1
+    if restart:
+        from actors.service.supervisor import RESTART_CODE
+
+        print("error: the service's local Ray died; the service exits to be started again",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(RESTART_CODE)  # not Ray's exit handlers: they would wait on the dead Ray
     return 0
 
 

@@ -27,7 +27,10 @@ TICK_SECONDS = 1.0
 
 
 def scheduler_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """``host:pid:nonce``, with the service's pid (as its record names it)."""
+    from actors.service.supervisor import supervisor_pid
+
+    return f"{socket.gethostname()}:{supervisor_pid()}:{uuid.uuid4().hex[:6]}"
 
 
 async def run_scheduler(stop: asyncio.Event, holder: str | None = None) -> None:

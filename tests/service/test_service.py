@@ -310,6 +310,34 @@ def test_the_service_owns_executions_started_from_the_cli(service: Service,
     effects = sorted(p.name for p in killed_work.glob(f"effect-{victim_id}_*"))
     assert effects == [f"effect-{victim_id}_one", f"effect-{victim_id}_two"], effects
 
+    # The service's Ray killed under it (its GCS and raylet, SIGKILL) mid-stage: the same
+    # service starts a new one within seconds; its new runners see the execution through.
+    ray_work = tmp_path / "raydeath"
+    ray_work.mkdir()
+    ctx = json.dumps({"dir": str(ray_work), "seconds": 3})
+    doomed = service.wfdag("run", "service-flow-v1", "--context", ctx)
+    doomed_id = doomed.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 60
+    while service.calls(ray_work, "one") == 0:
+        assert time.monotonic() < deadline, "stage one never started"
+        time.sleep(0.1)
+    owner = service.record()
+    assert owner is not None
+    import psutil
+
+    vital = [p for p in psutil.Process(owner["pid"]).children(recursive=True)
+             if p.name() in ("gcs_server", "raylet")]
+    assert len(vital) == 2, vital
+    for proc in vital:
+        proc.kill()
+    service.wait_for(doomed_id, "completed", 120)
+    effects = sorted(p.name for p in ray_work.glob(f"effect-{doomed_id}_*"))
+    assert effects == [f"effect-{doomed_id}_one", f"effect-{doomed_id}_two"], effects
+    survivor = service.record()
+    assert survivor is not None and survivor["pid"] == owner["pid"]  # the same service
+    status = service.wfdag("server", "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["runners"] == 2, status
+
     # Waiting holds no runner: with two runners, 50 executions wait on an approval, a new
     # one still runs at once; then all 50 are approved and complete.
     gate = tmp_path / "gate.yaml"
