@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import ray
+from ray._private import ray_constants
 
 from actors.logs import get_logger
 from definitions import (
@@ -156,6 +157,8 @@ def worker_pythonpath(cwd: str, pythonpath: str | None) -> str:
     return os.pathsep.join([cwd, *[p for p in paths if p != cwd]])
 
 
+#: Ray's switch for multi-node clusters (off: a local node's IP is 127.0.0.1).
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: The processes without which a local Ray is dead (Ray's process type names).
 _VITAL = ("gcs_server", "raylet")
 _local_started = False  # the Ray this process is connected to is a local one it started
@@ -224,6 +227,15 @@ def ensure_ray(address: str | None = None) -> None:
         # Ray's runtime-env agent: a 4-way fork waited seconds for its workers.)
         saved = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = worker_pythonpath(os.getcwd(), saved)
+        # Loopback only: Ray 2.60 turns a node IP of 127.0.0.1 into the machine's address, and
+        # its agents, raylet and GCS then listen there (or on every interface) — unless Ray
+        # clusters are off, as on macOS, when the node's IP is the loopback one.  Its
+        # processes read the switch from the environment they start with; this one from the
+        # constant.
+        saved_cluster = os.environ.get(_CLUSTER_SWITCH)
+        saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+        os.environ[_CLUSTER_SWITCH] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
         try:
             ray.init(
                 # "local": always a new cluster of this process's own — never one that a
@@ -238,10 +250,12 @@ def ensure_ray(address: str | None = None) -> None:
                 _system_config={"num_workers_soft_limit": config.warm_workers},
             )
         finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+            for name, value in (("PYTHONPATH", saved), (_CLUSTER_SWITCH, saved_cluster)):
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         _local_started = True
         # Start idle workers now so that the first fork does not wait on process starts.
         try:
