@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar
@@ -199,6 +200,34 @@ def _drop_dead_ray(dead: list[str]) -> None:
         hook()
 
 
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """Ray with this machine's node at 127.0.0.1, for the ``ray.init`` inside.
+
+    Ray 2.60 turns a node IP of 127.0.0.1 into the machine's address (its agents, raylet and
+    GCS then listen there, or on every interface, and a driver told ``127.0.0.1:port``
+    dials the machine's address) — unless multi-node clusters are off, as on macOS, when the
+    node's IP is the loopback one.  Processes Ray starts read the switch from the
+    environment they start with; this one from the constant."""
+    saved_env = os.environ.get(_CLUSTER_SWITCH)
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_SWITCH] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_CLUSTER_SWITCH, None)
+        else:
+            os.environ[_CLUSTER_SWITCH] = saved_env
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Join ``address`` / ``RAY_ADDRESS``, or start a local Ray bound to 127.0.0.1 (a new
     one if the local Ray this process started has died).
@@ -227,35 +256,25 @@ def ensure_ray(address: str | None = None) -> None:
         # Ray's runtime-env agent: a 4-way fork waited seconds for its workers.)
         saved = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = worker_pythonpath(os.getcwd(), saved)
-        # Loopback only: Ray 2.60 turns a node IP of 127.0.0.1 into the machine's address, and
-        # its agents, raylet and GCS then listen there (or on every interface) — unless Ray
-        # clusters are off, as on macOS, when the node's IP is the loopback one.  Its
-        # processes read the switch from the environment they start with; this one from the
-        # constant.
-        saved_cluster = os.environ.get(_CLUSTER_SWITCH)
-        saved_flag = ray_constants.ENABLE_RAY_CLUSTER
-        os.environ[_CLUSTER_SWITCH] = "0"
-        ray_constants.ENABLE_RAY_CLUSTER = False
         try:
-            ray.init(
-                # "local": always a new cluster of this process's own — never one that a
-                # `ray start` on this machine happens to have left in /tmp/ray.
-                address="local",
-                namespace=NAMESPACE,
-                dashboard_host="127.0.0.1",
-                include_dashboard=config.ray_dashboard,
-                log_to_driver=config.ray_log_to_driver,
-                configure_logging=True,
-                logging_level=logging.WARNING,
-                _system_config={"num_workers_soft_limit": config.warm_workers},
-            )
+            with loopback_node():
+                ray.init(
+                    # "local": always a new cluster of this process's own — never one that a
+                    # `ray start` on this machine happens to have left in /tmp/ray.
+                    address="local",
+                    namespace=NAMESPACE,
+                    dashboard_host="127.0.0.1",
+                    include_dashboard=config.ray_dashboard,
+                    log_to_driver=config.ray_log_to_driver,
+                    configure_logging=True,
+                    logging_level=logging.WARNING,
+                    _system_config={"num_workers_soft_limit": config.warm_workers},
+                )
         finally:
-            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-            for name, value in (("PYTHONPATH", saved), (_CLUSTER_SWITCH, saved_cluster)):
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         _local_started = True
         # Start idle workers now so that the first fork does not wait on process starts.
         try:
@@ -289,7 +308,9 @@ def _join(target: str, log_to_driver: bool) -> None:
 
         Config.initialize("")
     try:
-        ray.init(address=target, namespace=NAMESPACE, log_to_driver=log_to_driver)
+        # A Ray on this machine's loopback (the one a wfdag process started): join it there.
+        with loopback_node() if _is_loopback(target) else contextlib.nullcontext():
+            ray.init(address=target, namespace=NAMESPACE, log_to_driver=log_to_driver)
     except Exception as exc:  # Ray raises ConnectionError, AuthenticationError, RuntimeError…
         text = str(exc)
         if "auth" in text.lower() or "token" in text.lower():

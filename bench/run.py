@@ -1,6 +1,6 @@
 """wfdag benchmarks: every workload with its floors and its peer, measured in one run.
 
-    python bench/run.py [--quick] [--json FILE] [--only chain,fork_join,replay,append,scale]
+    python bench/run.py [--quick] [--json FILE] [--only chain,fork_join,replay,append,large,scale]
 
 Prints a table and writes JSON (default ``bench/results/latest.json``).  Every ``*_vs_*`` key
 is a ratio of two figures measured in this same run, on this machine, against the same
@@ -550,6 +550,46 @@ class PeakRss:
         self._thread.join()
 
 
+LARGE_OUTPUT_BYTES = 900_000  # each stage's output, as JSON: under the 1 MiB payload limit
+
+
+async def large_outputs(stages: int) -> dict[str, float]:
+    """One chain of ``stages`` stages that each return 0.9 MB: the log holds the outputs, the
+    read-model row only their summaries (issue 15).  Sizes in bytes as PostgreSQL stores
+    them, and how long a status read takes."""
+    from actors import execute_workflow_dag, get_workflow_status, register_workflow
+    from actors.api.common import ready_store
+
+    ids = [f"s{i}" for i in range(stages)]
+    dag = await register_workflow({
+        "id": "bench-large-v1", "name": "bench large outputs", "version": 1,
+        "initial_stage": ids[0], "final_stages": [ids[-1]],
+        "stages": [{"id": s, "name": s, "agent": "bench.agents:blob", "timeout_seconds": 60,
+                    "retry_config": "NONE"} for s in ids],
+        "transitions": [{"from_stage": a, "to_stage": b} for a, b in itertools.pairwise(ids)]})
+    from actors import wait_for_workflow
+
+    t = time.perf_counter()
+    eid = await execute_workflow_dag(dag.id, {"bytes": LARGE_OUTPUT_BYTES}, "bench")
+    done = await wait_for_workflow(eid, timeout=1800)
+    wall = time.perf_counter() - t
+    assert done.status == "completed", done.error_message
+    pool = (await ready_store()).pool
+    row, row_json = await pool.fetchrow(
+        "SELECT pg_column_size(context), octet_length(context::text) FROM workflow_executions "
+        "WHERE id = $1::uuid", eid)
+    logged = await pool.fetchval("SELECT sum(octet_length(metadata::text)) FROM "
+                                 "workflow_events WHERE execution_id = $1::uuid", eid)
+    reads = []
+    for _ in range(20):
+        r = time.perf_counter()
+        await get_workflow_status(eid)
+        reads.append((time.perf_counter() - r) * 1000)
+    return {"stages": stages, "seconds": wall, "row_bytes": float(row),
+            "row_json_bytes": float(row_json),
+            "log_bytes": float(logged), "status_read_p50_ms": p50(reads)}
+
+
 async def scale(n: int) -> dict[str, float]:
     from actors import execute_workflow_dag, wait_for_workflow
 
@@ -594,6 +634,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "replay": (2000, 20_000) if quick else (10_000, 100_000),
         "append": 50 if quick else 300,
         "scale": 60 if quick else 1000,
+        "large": 10 if quick else 60,
     }
     only = set(args.only.split(",")) if args.only else set(sizes)
     from events.database import embedded_database_url
@@ -637,6 +678,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         log(f"replay: fold of a {sizes['replay'][0]}-event log; rebuild from "
             f"{sizes['replay'][1]} events")
         raw["replay"] = await replay(*sizes["replay"])
+    if "large" in only:
+        log(f"large: one {sizes['large']}-stage chain, 0.9 MB output per stage")
+        raw["large"] = await large_outputs(sizes["large"])
     if "scale" in only:
         log(f"scale: {sizes['scale']} executions submitted at once")
         raw["scale"] = await scale(sizes["scale"])
@@ -671,6 +715,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                             if "replay" in raw else None),
         "append_vs_floor": ratio(raw.get("append_store", {}).get("events_per_s"),
                                  raw.get("append_floor", {}).get("events_per_s")),
+        "large_row_vs_log": (round(raw["large"]["row_json_bytes"] / raw["large"]["log_bytes"], 6)
+                             if "large" in raw else None),
+        "large_row_bytes": round(raw["large"]["row_json_bytes"]) if "large" in raw else None,
+        "large_status_read_p50_ms": (round(raw["large"]["status_read_p50_ms"], 1)
+                                     if "large" in raw else None),
         "scale_completed": raw["scale"]["completed"] if "scale" in raw else None,
         "scale_peak_rss_mb": round(raw["scale"]["peak_rss_mb"]) if "scale" in raw else None,
         "quick": quick,
@@ -691,6 +740,9 @@ TARGETS = {
     "replay_read_and_fold_events_per_s": "(context: read from PostgreSQL + fold)",
     "rebuild_vs_scan": ">= 0.5",
     "append_vs_floor": ">= 0.7",
+    "large_row_vs_log": "<= 0.001 (the row holds summaries, not outputs)",
+    "large_row_bytes": "< 65536 for 60 stages (its JSON; stored compressed, smaller)",
+    "large_status_read_p50_ms": "(context)",
     "scale_completed": "all submitted",
     "scale_peak_rss_mb": "< 4096",
 }

@@ -161,17 +161,23 @@ def test_starting_a_local_ray_leaves_the_driver_environment_as_it_was(
 
     def fake_init(**_kwargs: Any) -> None:  # records what Ray's processes would inherit
         seen["PYTHONPATH"] = os.environ.get("PYTHONPATH")
+        seen["cluster_switch"] = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
 
+    monkeypatch.setattr(runtime, "_local_started", runtime._local_started)  # restored after
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", "/opt/host-libs")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
-    monkeypatch.setattr(ray, "get", lambda refs: [])
+    monkeypatch.setattr(ray, "get", lambda refs, timeout=None: [])
     monkeypatch.setattr(runtime, "_warm", type("W", (), {"remote": staticmethod(lambda s: s)}))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     runtime.ensure_ray()
     assert seen["PYTHONPATH"] == os.pathsep.join([str(tmp_path), "/opt/host-libs"])
     assert os.environ["PYTHONPATH"] == "/opt/host-libs"
+    # Its processes start with multi-node off (a node at 127.0.0.1); this process is as it was.
+    assert seen["cluster_switch"] == "0"
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
 
 
 def test_settings_are_read_once_and_bad_values_name_the_variable() -> None:
