@@ -646,7 +646,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["WFDAG_DATABASE_URL"] = url
     os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
     from actors import initialize_workflow_system
-    from actors.runtime import ensure_ray
+    from actors.ray_session import ensure_ray
 
     log("starting Ray and the system…")
     ensure_ray()

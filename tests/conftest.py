@@ -99,7 +99,7 @@ def ray_session(database_url: str) -> Iterator[None]:
     os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
     import ray
 
-    from actors.runtime import ensure_ray
+    from actors.ray_session import ensure_ray
 
     ensure_ray()
     yield

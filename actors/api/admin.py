@@ -16,15 +16,9 @@ from actors.breakers import BreakerStatus
 from actors.logs import get_logger
 from actors.metrics import record_events
 from actors.projector import ensure_projector
+from actors.ray_session import ensure_ray
 from actors.runner import ensure_pool
-from actors.runtime import (
-    NAMESPACE,
-    check_payload_size,
-    ensure_ray,
-    get_database_url,
-    run_sync,
-    settings,
-)
+from actors.runtime import NAMESPACE, check_payload_size, get_database_url, run_sync, settings
 from actors.service.record import live_service
 from definitions import (
     CANONICAL_WORKFLOWS,

@@ -18,8 +18,9 @@ from actors.api.common import (
     service_owns_runners,
 )
 from actors.logs import get_logger
+from actors.ray_session import ensure_ray
 from actors.runner import ensure_pool
-from actors.runtime import check_payload_size, ensure_ray, get_database_url
+from actors.runtime import check_payload_size, get_database_url
 from definitions import (
     ConcurrencyError,
     ExecutionStateError,

@@ -21,7 +21,8 @@ import ray
 from actors.breakers.machine import Breaker
 from actors.logs import get_logger
 from actors.metrics import record_breaker_state
-from actors.runtime import NAMESPACE, new_store, on_ray_restart
+from actors.ray_session import on_ray_restart
+from actors.runtime import NAMESPACE, new_store
 from events import EventStore
 from events.breaker_state import (
     BREAKER_CHANNEL,

@@ -10,8 +10,9 @@ import ray
 from ray.exceptions import ActorUnavailableError
 
 from actors.logs import get_logger
+from actors.ray_session import on_ray_restart
 from actors.runner.actor import ExecutionActor
-from actors.runtime import NAMESPACE, on_ray_restart, settings
+from actors.runtime import NAMESPACE, settings
 from definitions import ClusterUnavailableError, DatabaseConfigError
 from events import is_embedded_default
 

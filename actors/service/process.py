@@ -34,14 +34,9 @@ async def _serve(stop: asyncio.Event) -> bool:
     import ray
 
     from actors.api import initialize_workflow_system
+    from actors.ray_session import local_ray_dead
     from actors.runner import runner_name
-    from actors.runtime import (
-        close_stores,
-        get_database_url,
-        get_store,
-        local_ray_dead,
-        settings,
-    )
+    from actors.runtime import close_stores, get_database_url, get_store, settings
     from actors.service.record import ServiceRecord, database_fingerprint, live_service
     from actors.service.supervisor import supervisor_pid
     from events import redact_url

@@ -202,7 +202,7 @@ def main() -> int:
         result: dict[str, Any] = {}
         started = time.monotonic()
         try:
-            from actors.runtime import ensure_ray
+            from actors.ray_session import ensure_ray
 
             ensure_ray()
             result = asyncio.run(main_async(db, work, rng))

@@ -11,7 +11,7 @@ from tests.conftest import REPO, isolated_env
 
 _PROBE = """
 import json, psutil, ray
-from actors.runtime import ensure_ray
+from actors.ray_session import ensure_ray
 ensure_ray()
 url = ray._private.worker.global_worker.node.address_info["webui_url"]
 port = int(url.rsplit(":", 1)[1])

@@ -155,7 +155,7 @@ def test_starting_a_local_ray_leaves_the_driver_environment_as_it_was(
     driver's own PYTHONPATH must not be rewritten to give it to them."""
     import ray
 
-    from actors import runtime
+    from actors import ray_session as runtime  # where ensure_ray lives
 
     seen: dict[str, str | None] = {}
 
