@@ -207,6 +207,14 @@ def big_output(ctx: StageContext) -> dict[str, Any]:
     return {"blob": "x" * int(ctx.context.get("bytes", 1000)), "stage": ctx.stage_id}
 
 
+def raises_base(ctx: StageContext) -> dict[str, Any]:
+    """Raises the BaseException named by ``ctx.context["raise"]`` (not an Exception)."""
+    kinds: dict[str, type[BaseException]] = {
+        "SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt,
+        "CancelledError": asyncio.CancelledError, "GeneratorExit": GeneratorExit}
+    raise kinds[str(ctx.context.get("raise", "SystemExit"))]()
+
+
 def ticker(ctx: StageContext) -> dict[str, Any]:
     """Writes ``<pid> <time>`` to ``ticks-<execution>`` every 0.1 s for ``seconds``: two
     processes running the stage at once show as overlapping spans (the partition test)."""

@@ -93,7 +93,9 @@ def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
         if result is None and spec.handler:
             result = {}  # a compensation handler may return nothing
         output = _check_output(spec.stage_id, result)
-    except Exception as exc:
+    except BaseException as exc:
+        # too: an agent's exit or interrupt fails its attempt, never the runner that hosts it
+        # (a local stage runs in the runner's own process).
         return AttemptResult(ok=False, duration_ms=elapsed(),
                              error=classify_error(exc).to_json(), pid=os.getpid())
     return AttemptResult(ok=True, duration_ms=elapsed(), output=output, pid=os.getpid())

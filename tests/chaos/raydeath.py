@@ -34,13 +34,17 @@ def kill_local_ray() -> list[str]:
     import psutil
 
     killed: list[str] = []
-    for child in psutil.Process().children(recursive=True):
+    victims = psutil.Process().children(recursive=True)
+    for child in victims:
         try:
             name = child.name()
             child.send_signal(signal.SIGKILL)
             killed.append(name)
         except psutil.NoSuchProcess:
             continue
+    # Dead, not dying: the scenario is "Ray died, then the driver calls again".
+    _gone, alive = psutil.wait_procs(victims, timeout=30)
+    assert not alive, f"still alive after SIGKILL: {alive}"
     return killed
 
 
@@ -65,8 +69,10 @@ async def main_async(work: Path) -> dict[str, Any]:
     while _calls(work / "calls-one") < 2:  # first stages are running: now
         assert time.monotonic() < deadline, "no first stage started"
         await asyncio.sleep(0.1)
-    killed = kill_local_ray()
-    log(f"killed the local Ray: {Counter(killed)}")
+    killed = await asyncio.to_thread(kill_local_ray)
+    from actors.ray_session import local_ray_dead
+
+    log(f"killed the local Ray: {Counter(killed)}; seen dead: {local_ray_dead()}")
     started = time.monotonic()
     report = await asyncio.wait_for(actors.initialize_workflow_system(), 180)
     recovered_s = time.monotonic() - started

@@ -82,3 +82,21 @@ async def test_a_local_agent_that_overruns_its_timeout_is_stopped_with_its_proce
     assert first_pid == pids[0]
     assert not (tmp_dir / "finished").exists()
 
+
+
+async def test_a_local_agent_that_exits_or_is_interrupted_fails_its_stage_not_its_runner(
+) -> None:
+    """SystemExit, KeyboardInterrupt and CancelledError from a local agent fail its attempt,
+    classified by name; the runner hosting it lives on (issue 16)."""
+    dag = await register_chain("local-base", [
+        stage("boom", "raises_base", executor="local", retry="NONE")])
+    await initialize_workflow_system()
+    kinds = ["SystemExit", "KeyboardInterrupt", "CancelledError"]
+    ids = [await execute_workflow_dag(dag.id, {"raise": kind}, "tester") for kind in kinds]
+    for eid, kind in zip(ids, kinds, strict=True):
+        status = await wait_for_workflow(eid, timeout=60)
+        assert status.status == "failed", status
+        failed = [e for e in await events_of(eid) if e.type == "stage_failed"]
+        # Its own error, once: a runner that died would have been re-adopted, and the
+        # execution dead-lettered after WFDAG_MAX_RECOVERIES, under another error.
+        assert [e.error["type"] for e in failed] == [kind]  # type: ignore[attr-defined]

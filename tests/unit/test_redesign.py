@@ -113,6 +113,17 @@ def test_an_attempt_returning_non_json_fails_as_agent_output_error(agent: str) -
     assert "JSON" in result.error["message"] and "'bad'" in result.error["message"]
 
 
+@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt", "CancelledError",
+                                  "GeneratorExit"])
+def test_an_agent_raising_a_base_exception_fails_its_attempt_not_its_process(kind: str) -> None:
+    from dataclasses import replace
+
+    from actors.runner import run_stage_attempt
+
+    result = run_stage_attempt(replace(_spec("raises_base"), context={"raise": kind}))
+    assert not result.ok and result.error is not None and result.error["type"] == kind
+
+
 def test_an_attempt_returns_the_agent_output_and_its_process() -> None:
     from actors.runner import run_stage_attempt
 
