@@ -2,8 +2,7 @@
 Ray; the suite's PostgreSQL, a database of its own).
 
 Four runners ("A") reach PostgreSQL through a TCP proxy of this process; each drives one
-execution whose first stage ticks (writes its pid and the time every 0.1 s) for 20 s — two
-as Ray tasks, two in the runner's own process (``executor: local``).  Then
+execution whose first stage ticks (writes its pid and the time every 0.1 s) for 20 s.  Then
 the proxy cuts them off: it closes their server-side connections (PostgreSQL ends their
 sessions, so their advisory locks — the leases — are free) and drops everything from and to
 them (a partition: the runners hear nothing).  Four runners ("B") with a direct connection
@@ -124,25 +123,18 @@ async def main_async(direct: str, proxied: str, proxy: Proxy, work: Path) -> dic
     from actors.runtime import NAMESPACE
     from definitions import WorkflowDAG
 
-    def flow(executor: str) -> WorkflowDAG:
-        return WorkflowDAG.model_validate({
-            "id": f"partition-{executor}-v1", "name": "partition", "version": 1,
-            "initial_stage": "tick", "final_stages": ["after"],
-            "stages": [{"id": "tick", "name": "Tick", "agent": "tests.agents:ticker",
-                        "timeout_seconds": 120, "retry_config": "STANDARD",
-                        "executor": executor},
-                       {"id": "after", "name": "After", "agent": "tests.agents:noop",
-                        "timeout_seconds": 30}],
-            "transitions": [{"from_stage": "tick", "to_stage": "after"}]})
-
-    # Half the stages are Ray tasks, half run in the runner's own process ("local").
-    dags = [flow("task"), flow("local")]
-    for dag in dags:
-        await register_workflow(dag)
+    dag = WorkflowDAG.model_validate({
+        "id": "partition-v1", "name": "partition", "version": 1, "initial_stage": "tick",
+        "final_stages": ["after"],
+        "stages": [{"id": "tick", "name": "Tick", "agent": "tests.agents:ticker",
+                    "timeout_seconds": 120, "retry_config": "STANDARD"},
+                   {"id": "after", "name": "After", "agent": "tests.agents:noop",
+                    "timeout_seconds": 30}],
+        "transitions": [{"from_stage": "tick", "to_stage": "after"}]})
+    await register_workflow(dag)
     await ensure_pool(proxied, size=EXECUTIONS)  # A: through the proxy
-    ids = [await execute_workflow_dag(dags[n % 2].id,
-                                      {"dir": str(work), "seconds": STAGE_SECONDS}, "partition")
-           for n in range(EXECUTIONS)]
+    ids = [await execute_workflow_dag(dag.id, {"dir": str(work), "seconds": STAGE_SECONDS},
+                                      "partition") for _ in range(EXECUTIONS)]
     deadline = time.monotonic() + 60
     while len(ticks(work)) < EXECUTIONS:
         assert time.monotonic() < deadline, "A's runners did not start every stage"
@@ -162,9 +154,8 @@ async def main_async(direct: str, proxied: str, proxy: Proxy, work: Path) -> dic
     for handle in b_runners:
         ray.kill(handle, no_restart=True)
     # A's runners serve again on their own: a new execution completes on them.
-    again = [await execute_workflow_dag(dag.id, {"dir": str(work), "seconds": 0.5},
-                                        "partition") for dag in dags]
-    healed = [await wait_for_workflow(i, timeout=120) for i in again]
+    again = await execute_workflow_dag(dag.id, {"dir": str(work), "seconds": 0.5}, "partition")
+    healed = await wait_for_workflow(again, timeout=120)
     spans = ticks(work)
     takeover = [min(s for s, _ in spans[i].values() if s > cut_at) for i in ids
                 if any(s > cut_at for s, _ in spans[i].values())]
@@ -176,7 +167,7 @@ async def main_async(direct: str, proxied: str, proxy: Proxy, work: Path) -> dic
         "takeover_after_s": [round(t - cut_at, 1) for t in takeover],
         "fenced_after_s": [round(max(e for s, e in spans[i].values() if s < cut_at) - cut_at, 1)
                            for i in ids if any(s < cut_at for s, _ in spans[i].values())],
-        "healed_runner_completed": all(h.status == "completed" for h in healed),
+        "healed_runner_completed": healed.status == "completed",
         "spans": {i[:8]: sorted((round(a - cut_at, 1), round(b - cut_at, 1))
                                for a, b in spans.get(i, {}).values()) for i in ids},
     }
@@ -194,7 +185,7 @@ def main() -> int:
     result: dict[str, Any] = {}
     started = time.monotonic()
     try:
-        from actors.ray_session import ensure_ray
+        from actors.runtime import ensure_ray
 
         ensure_ray()
         result = asyncio.run(main_async(direct, proxied, proxy, work))
