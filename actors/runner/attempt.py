@@ -20,7 +20,7 @@ from actors.runner.protocol import AttemptResult, AttemptSpec
 from actors.runtime import check_payload_size
 from definitions import AgentOutputError, PayloadTooLargeError, classify_error
 
-__all__ = ["run_stage_attempt"]
+__all__ = ["run_local_attempt", "run_stage_attempt"]
 
 
 def _target(spec: AttemptSpec) -> Any:
@@ -93,9 +93,20 @@ def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
         if result is None and spec.handler:
             result = {}  # a compensation handler may return nothing
         output = _check_output(spec.stage_id, result)
-    except BaseException as exc:
-        # too: an agent's exit or interrupt fails its attempt, never the runner that hosts it
-        # (a local stage runs in the runner's own process).
+    except Exception as exc:
         return AttemptResult(ok=False, duration_ms=elapsed(),
                              error=classify_error(exc).to_json(), pid=os.getpid())
     return AttemptResult(ok=True, duration_ms=elapsed(), output=output, pid=os.getpid())
+
+
+def run_local_attempt(spec: AttemptSpec) -> AttemptResult:
+    """:func:`run_stage_attempt` for a local stage (a thread of the runner): an agent's
+    ``SystemExit``, ``KeyboardInterrupt``, ``CancelledError`` or ``GeneratorExit`` fails its
+    attempt, classified by name, and never reaches the runner that hosts it.  (In a Ray task
+    those are Ray's to handle: its cancellation is a KeyboardInterrupt.)"""
+    started = time.monotonic()
+    try:
+        return run_stage_attempt(spec)
+    except BaseException as exc:
+        return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
+                             error=classify_error(exc).to_json(), pid=os.getpid())

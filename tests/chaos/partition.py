@@ -185,7 +185,7 @@ def main() -> int:
     result: dict[str, Any] = {}
     started = time.monotonic()
     try:
-        from actors.runtime import ensure_ray
+        from actors.ray_session import ensure_ray
 
         ensure_ray()
         result = asyncio.run(main_async(direct, proxied, proxy, work))

@@ -118,9 +118,9 @@ def test_an_attempt_returning_non_json_fails_as_agent_output_error(agent: str) -
 def test_an_agent_raising_a_base_exception_fails_its_attempt_not_its_process(kind: str) -> None:
     from dataclasses import replace
 
-    from actors.runner import run_stage_attempt
+    from actors.runner.attempt import run_local_attempt
 
-    result = run_stage_attempt(replace(_spec("raises_base"), context={"raise": kind}))
+    result = run_local_attempt(replace(_spec("raises_base"), context={"raise": kind}))
     assert not result.ok and result.error is not None and result.error["type"] == kind
 
 
