@@ -3,6 +3,7 @@
 Imports nothing else of wfdag's.
 """
 
+from definitions.agent_policy import AGENT_MODULES_ENV, agent_path_refusal
 from definitions.canonical import (
     CANONICAL_WORKFLOWS,
     INTERVENTION_VARIANCE_THRESHOLD_PCT,
@@ -10,10 +11,12 @@ from definitions.canonical import (
 )
 from definitions.compensation import BUILTIN_COMPENSATION_HANDLERS, is_valid_handler
 from definitions.errors import (
+    AgentNotAllowedError,
     AgentOutputError,
     ApprovalRejectedError,
     AuthenticationError,
     AuthorizationError,
+    BrokenChainError,
     ClusterUnavailableError,
     ConcurrencyError,
     DatabaseConfigError,
@@ -69,6 +72,7 @@ from definitions.retry import JITTER_FRACTION, RETRY_CONFIGS, RetryConfig, backo
 from definitions.validation import nested_deeper_than, validate_workflow_dag
 
 __all__ = [
+    "AGENT_MODULES_ENV",
     "AGENT_TYPES",
     "BUILTIN_COMPENSATION_HANDLERS",
     "CANONICAL_WORKFLOWS",
@@ -86,10 +90,12 @@ __all__ = [
     "MAX_WAIT_SECONDS",
     "RETRY_CONFIGS",
     "WAITING_KINDS",
+    "AgentNotAllowedError",
     "AgentOutputError",
     "ApprovalRejectedError",
     "AuthenticationError",
     "AuthorizationError",
+    "BrokenChainError",
     "CircuitBreakerConfig",
     "ClusterUnavailableError",
     "ConcurrencyError",
@@ -124,6 +130,7 @@ __all__ = [
     "WorkflowDAG",
     "WorkflowNotFoundError",
     "WorkflowStage",
+    "agent_path_refusal",
     "backoff_delay_ms",
     "canonical_workflows",
     "classify_error",

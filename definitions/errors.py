@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "AgentNotAllowedError",
     "AgentOutputError",
     "AuthenticationError",
     "AuthorizationError",
+    "BrokenChainError",
     "ConcurrencyError",
     "DatabaseConfigError",
     "DefinitionConflictError",
@@ -103,6 +105,11 @@ class AuthenticationError(NonRetryableError):
 
 class AuthorizationError(NonRetryableError):
     pass
+
+
+class AgentNotAllowedError(AuthorizationError):
+    """A stage names an agent or handler outside the allowed modules (``WFDAG_AGENT_MODULES``);
+    refused on the worker before any of its code runs.  Not retried, not counted by breakers."""
 
 
 class ApprovalRejectedError(NonRetryableError):
@@ -254,6 +261,22 @@ class ConcurrencyError(WfdagError):
         self.expected_version = expected_version
 
 
+class BrokenChainError(WfdagError):
+    """An execution's log fails its hash chain: an event was edited, inserted or deleted
+    outside wfdag.  Nothing drives or replays it; ``wfdag verify`` reports the break."""
+
+    exit_code = 1
+
+    def __init__(self, execution_id: str, seq: int) -> None:
+        super().__init__(
+            f"execution {execution_id}'s log is broken at seq {seq}: that event (or the one "
+            f"before it) was changed, inserted or deleted outside wfdag, so it is not replayed "
+            f"or run; `wfdag verify {execution_id}` shows the break; restore the log from a "
+            f"backup or export it as evidence (`wfdag events {execution_id} --json --unchecked`)")
+        self.execution_id = execution_id
+        self.seq = seq
+
+
 class DatabaseConfigError(WfdagError):
     """The database cannot be reached or set up; the message says what to check."""
 
@@ -282,14 +305,20 @@ class ErrorInfo:
     message: str
     retryable: bool
     status_code: int | None = None
+    #: wfdag's own database failed the attempt (down, restarting, out of connections): not
+    #: the downstream's fault, so it never counts against a breaker.
+    outage: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "type": self.type,
             "message": self.message,
             "retryable": self.retryable,
             "status_code": self.status_code,
         }
+        if self.outage:
+            out["outage"] = True
+        return out
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -338,4 +367,5 @@ def classify_error(exc: BaseException) -> ErrorInfo:
         message=message[:2000],
         retryable=_is_retryable(exc, status),
         status_code=status,
+        outage=getattr(exc, "outage", False) is True,
     )

@@ -166,6 +166,10 @@ class WorkflowStage(BaseModel):
     #: agents that need no resources of their own.  A local agent that overruns its timeout
     #: or must stop takes its runner process down with it (Ray restarts the runner).
     executor: Literal["task", "local"] = "task"
+    #: Whose failures the stage's breaker counts: each organization's own (default: one
+    #: tenant's trouble never opens the breaker for another), or ``"global"`` — one breaker
+    #: for every execution of the stage (a downstream that all tenants share).
+    breaker_scope: Literal["organization", "global"] = "organization"
 
     @field_validator("retry_config")
     @classmethod

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from definitions.compensation import is_valid_handler
+from definitions.agent_policy import agent_path_refusal
+from definitions.compensation import BUILTIN_COMPENSATION_HANDLERS, is_valid_handler
 from definitions.limits import MAX_NESTING, MAX_STAGES, MAX_TRANSITIONS
 from definitions.models import ValidationResult, WorkflowDAG
 
@@ -107,13 +108,20 @@ def validate_workflow_dag(dag: WorkflowDAG) -> ValidationResult:
                 )
 
     for stage in dag.stages:
-        if stage.compensation_handler is not None and not is_valid_handler(
-            stage.compensation_handler
-        ):
+        handler = stage.compensation_handler
+        if handler is not None and not is_valid_handler(handler):
             errors.append(
-                f"stage {stage.id!r} names compensation handler {stage.compensation_handler!r}, "
+                f"stage {stage.id!r} names compensation handler {handler!r}, "
                 f"which is neither a built-in handler nor an import path module:function"
             )
+        elif handler is not None and handler not in BUILTIN_COMPENSATION_HANDLERS:
+            refusal = agent_path_refusal(handler)
+            if refusal is not None:
+                errors.append(f"stage {stage.id!r}: compensation handler refused: {refusal}")
+        if stage.agent is not None:
+            refusal = agent_path_refusal(stage.agent)
+            if refusal is not None:
+                errors.append(f"stage {stage.id!r}: agent refused: {refusal}")
 
         if stage.workflow == dag.id:
             errors.append(f"stage {stage.id!r} starts workflow {dag.id!r} itself: a workflow "

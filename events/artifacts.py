@@ -8,13 +8,19 @@ ones; compensation deletes them, or cancels / reverts them to ``draft`` where th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
 
-from events.database import DBConnection, _init_connection
+from events.database import (
+    DatabaseUnavailableError,
+    DBConnection,
+    _init_connection,
+    is_database_outage,
+)
 
 __all__ = [
     "Artifact",
@@ -104,9 +110,25 @@ def undo_artifacts_sync(url: str, **kwargs: Any) -> dict[str, int]:
 
 
 async def _with_connection(url: str, func: Any, kwargs: dict[str, Any]) -> Any:
-    conn = await asyncpg.connect(url)
+    """Connect, call, close.  wfdag's database failing here (down, restarting, out of
+    connections) raises :class:`DatabaseUnavailableError`: an outage, not the agent's fault."""
+    try:
+        conn = await asyncpg.connect(url)
+    except Exception as exc:
+        if is_database_outage(exc):
+            raise DatabaseUnavailableError(
+                f"the workflow database refused a connection for the stage's artifacts "
+                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise
     try:
         await _init_connection(conn)
         return await func(conn, **kwargs)
+    except Exception as exc:
+        if is_database_outage(exc, conn):
+            raise DatabaseUnavailableError(
+                f"the workflow database went away while the stage wrote its artifacts "
+                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise
     finally:
-        await conn.close()
+        with contextlib.suppress(Exception):
+            await conn.close(timeout=5)

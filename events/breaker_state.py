@@ -19,10 +19,12 @@ __all__ = [
     "BREAKER_CHANNEL",
     "BreakerRecord",
     "breaker_key",
+    "breaker_owner",
     "load_breaker",
     "load_breakers",
     "reset_breaker",
     "save_breaker",
+    "split_owner",
 ]
 
 BREAKER_CHANNEL = "wfdag_breakers"
@@ -30,6 +32,22 @@ BREAKER_CHANNEL = "wfdag_breakers"
 
 def breaker_key(workflow_id: str, stage_id: str) -> str:
     return f"{workflow_id}:{stage_id}"
+
+
+def breaker_owner(workflow_id: str, organization_id: str | None, scope: str = "organization",
+                  ) -> str:
+    """The ``workflow_id`` a breaker is stored under: ``<workflow>@<organization>`` for an
+    organization's own breaker, the bare workflow id for a ``global`` one (and for executions
+    of no organization).  A workflow id never holds ``@``, so the two never meet."""
+    if scope == "global" or organization_id is None:
+        return workflow_id
+    return f"{workflow_id}@{organization_id}"
+
+
+def split_owner(owner: str) -> tuple[str, str | None]:
+    """``(workflow_id, organization_id)`` of a stored breaker's owner."""
+    workflow_id, _, organization = owner.partition("@")
+    return workflow_id, organization or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,10 @@ def counts_against_breaker(stage: WorkflowStage, error: dict[str, Any] | None) -
     """Does this failed attempt count against the stage's breaker?  With ``count:
     retryable`` (default) only failures that say something about the downstream do:
     retryable errors, timeouts, crashed workers.  A non-retryable error (a validation error,
-    bad output, a refusal) is an answer from the downstream: for the breaker it is a success."""
-    if error is None:
-        return False
+    bad output, a refusal) is an answer from the downstream: for the breaker it is a success.
+    An ``outage`` (wfdag's own database down or out of connections) never counts."""
+    if error is None or error.get("outage"):
+        return False  # wfdag's own database failing says nothing about the downstream
     return stage.breaker.count == "all" or bool(error.get("retryable"))
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from definitions import ConcurrencyError, WorkflowNotFoundError
+from events.ids import execution_id_for
 from events.models import (
     CancelRequested,
     ChildWorkflowEnded,
@@ -49,13 +49,7 @@ __all__ = [
     "report_end",
 ]
 
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("5f0c6a2e-9d1b-4f53-8f0e-6b3c2a7d9e41")
 _RETRIES = 50
-
-
-def execution_id_for(workflow_id: str, idempotency_key: str) -> str:
-    """The execution an idempotency key names for a workflow: the same key, the same id."""
-    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{workflow_id}\n{idempotency_key}"))
 
 
 def child_key(parent_id: str, stage_id: str) -> str:

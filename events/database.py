@@ -120,7 +120,11 @@ def resolve_database_url(explicit: str | None = None) -> str:
 class DatabaseUnavailableError(ConnectionError):
     """A connection to the database could not be opened (the server is down, restarting, or
     unreachable).  Raised by the pools wfdag opens, instead of the bare ``OSError`` or
-    ``TimeoutError`` that connecting raised, so that an outage is told from a bug."""
+    ``TimeoutError`` that connecting raised, so that an outage is told from a bug.  In a stage
+    attempt (a reference agent's artifacts) it is classified ``outage``: retried, and never
+    counted against the stage's breaker."""
+
+    outage = True
 
 
 #: Socket errors that say the peer is gone or unreachable (not a bug of ours).

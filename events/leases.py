@@ -22,7 +22,7 @@ from typing import NamedTuple
 from events.children import after_append, reconcile
 from events.database import DBConnection, DBReader
 from events.endings import dead_letter_events
-from events.models import REQUEST_EVENT_TYPES, TERMINAL_EVENT_TYPES, Event
+from events.models import REQUEST_EVENT_TYPES, TERMINAL_EVENT_TYPES, Event, ExecutionImported
 from events.state import fold
 from events.store import EventStore, Prepared, parse_execution_id
 
@@ -118,12 +118,17 @@ async def enqueue(conn: DBConnection, execution_id: str, at: datetime) -> None:
     await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, execution_id)
 
 
+def _evidence(event: Event) -> bool:
+    """An import's marker without ``resume``: the log is evidence, not work for a runner."""
+    return isinstance(event, ExecutionImported) and not event.resume
+
+
 class _QueueProjector:
     """Store projector: keep ``execution_queue`` in step with the log."""
 
     async def __call__(self, conn: DBConnection, events: Sequence[Event]) -> None:
         last = events[-1]
-        if last.type in TERMINAL_EVENT_TYPES:
+        if last.type in TERMINAL_EVENT_TYPES or _evidence(last):
             await conn.execute("DELETE FROM execution_queue WHERE execution_id = $1::uuid",
                                last.execution_id)
             return
@@ -137,7 +142,7 @@ class _QueueProjector:
     async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
         """The same, inside the append's statement (applied only if the events are)."""
         last = events[-1]
-        if last.type in TERMINAL_EVENT_TYPES:
+        if last.type in TERMINAL_EVENT_TYPES or _evidence(last):
             return Prepared(ctes=["DELETE FROM execution_queue WHERE execution_id = {0}::uuid "
                                   "AND {ok}"], selects=[], params=[last.execution_id])
         if any(e.type in _QUEUEING for e in events):

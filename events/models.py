@@ -23,6 +23,7 @@ __all__ = [
     "CompensationFailed",
     "CompensationStarted",
     "Event",
+    "ExecutionImported",
     "ExecutionParked",
     "RollbackRequested",
     "RollbackStarted",
@@ -218,6 +219,20 @@ class ExecutionParked(_EventBase):
     wake_at: datetime | None = None
 
 
+class ExecutionImported(_EventBase):
+    """The log before this event was imported from another database (``import_execution``):
+    evidence, never driven by a runner here unless ``resume`` (an operator of its organization
+    asked for it).  ``definition`` says whether the workflow's definition is ``registered``
+    here with the same content, or only ``carried`` in the log's snapshot."""
+
+    type: Literal["execution_imported"] = "execution_imported"
+    user_id: str
+    organization_id: str | None = None
+    resume: bool = False
+    definition: Literal["registered", "carried"]
+    events: int = Field(ge=1)
+
+
 class RollbackRequested(_EventBase):
     """Someone asked to undo a completed or failed execution."""
 
@@ -310,6 +325,7 @@ Event = Annotated[
     | SignalReceived
     | ChildWorkflowEnded
     | ExecutionParked
+    | ExecutionImported
     | RollbackRequested
     | CancelRequested
     | RollbackStarted

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict
 
 from definitions import ConcurrencyError, ScheduleNotFoundError, WfdagError
 from definitions.schedules import MAX_CATCHUP, slots_between
-from events.children import execution_id_for
 from events.database import DBConnection, DBReader
 from events.models import WorkflowInitiated
 from events.store import EventStore
@@ -181,12 +180,17 @@ class NotLeaderError(WfdagError):
     """This scheduler's lease lapsed (another took over): it fired nothing."""
 
 
+def _org_of(schedule: Schedule) -> str | None:
+    org = schedule.context.get("organizationId") or schedule.organization_id
+    return org if isinstance(org, str) and org else None
+
+
 async def _start(store: EventStore, conn: DBConnection, schedule: Schedule, slot: datetime,
                  key: str) -> str:
     """Append the slot's ``workflow_initiated`` on ``conn`` (inside the caller's transaction);
     the execution id (the same one when the slot fired already)."""
     dag = await store.get_definition(schedule.workflow_id, schedule.version)
-    eid = execution_id_for(dag.id, key)
+    eid = await store.keyed_execution_id(dag.id, key, _org_of(schedule), conn)
     event = WorkflowInitiated(
         execution_id=eid, seq=1, at=datetime.now(UTC), workflow_id=dag.id,
         workflow_version=dag.version, dag=dag.model_dump(mode="json"),

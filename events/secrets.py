@@ -15,6 +15,7 @@ same key: set ``WFDAG_SECRET_KEY`` on every node (``wfdag.env``).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -31,6 +33,7 @@ from events.database import wfdag_home
 __all__ = [
     "SEALED",
     "SECRET_KEY_PATTERN",
+    "Scrubber",
     "SecretKeyError",
     "is_secret_key",
     "open_secrets",
@@ -39,9 +42,12 @@ __all__ = [
     "secret_values",
 ]
 
+#: A key is secret-like when one of these words ends at a word's end in it (``db_pwd``,
+#: ``newApiKey``, ``PASSWORD``, ``credentials``), not inside a longer word (``passed``,
+#: ``secretary``, ``tokens_used`` are not; plurals count, but ``tokens`` is a count).
 SECRET_KEY_PATTERN = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key"
-    r"|access[_-]?key|session[_-]?key|cookie",
+    r"(?:(?:pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|credential|private[_-]?key"
+    r"|access[_-]?key|session[_-]?key|cookie|dsn)s?|token|authori[sz]ation)(?-i:(?![a-z]))",
     re.I,
 )
 SEALED = "$wfdag_secret"
@@ -142,8 +148,9 @@ def has_sealed(value: Any) -> bool:
 
 
 def secret_values(opened: Any) -> list[str]:
-    """The plain-text strings under secret-like keys of an opened context (to scrub them from
-    what agents say: error messages, outputs).  Very short ones are left out (false hits)."""
+    """The plain-text values under secret-like keys of an opened context (to scrub them from
+    what agents say: error messages, outputs), longest first.  Numbers count (as their text);
+    booleans and empty strings do not."""
     found: list[str] = []
     stack: list[tuple[Any, bool]] = [(opened, False)]
     while stack:
@@ -154,22 +161,87 @@ def secret_values(opened: Any) -> list[str]:
             stack.extend((v, secret) for v in item)
         elif secret and item is not None and not isinstance(item, bool):
             text = str(item)
-            if len(text) >= 4:
+            if text.strip():
                 found.append(text)
     return sorted(set(found), key=len, reverse=True)
 
 
+#: A secret shorter than this is masked where a whole value (or a whole word) is it, not
+#: inside other words (masking every "ab" in a text would hide the text, not the secret).
+_SUBSTRING_MIN = 3
+#: Encoded forms shorter than this are not searched for (too many false hits).
+_ENCODED_MIN = 4
+#: ``scheme://user:password@host``: the password part of any URL or DSN.
+#: (Bounded repeats: linear in the text, whatever it holds.)
+_URL_USERINFO = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s/@:]{0,256}:)(?P<pw>[^\s/@]{1,1024})@")
+
+
+def _base64_cores(raw: bytes) -> list[str]:
+    """What ``raw`` looks like inside any base64 text, at each of the three alignments it can
+    start at: the characters that depend on its bytes only (both alphabets, no padding)."""
+    cores: list[str] = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        start = (8 * offset + 5) // 6
+        end = ((offset + len(raw)) * 8) // 6
+        core = encoded[start:end]
+        if len(core) >= _ENCODED_MIN:
+            cores.extend({core, core.replace("+", "-").replace("/", "_")})
+    return cores
+
+
+def _forms(secret: str) -> list[str]:
+    """The secret as it may be echoed: itself and reversed (matched ignoring case), and
+    base64-, URL- and hex-encoded."""
+    raw = secret.encode()
+    forms = [secret, secret[::-1], quote(secret, safe=""), quote_plus(secret), raw.hex(),
+             *_base64_cores(raw)]
+    return [f for f in dict.fromkeys(forms) if f]
+
+
+class Scrubber:
+    """Masks the secrets it was built with, and the password of any URL, in what agents say."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        values = [s for s in dict.fromkeys(secrets) if s]
+        self._whole = {s.casefold() for s in values}
+        long_forms: list[str] = []
+        short = []
+        for secret in values:
+            if len(secret) >= _SUBSTRING_MIN:
+                long_forms.extend(_forms(secret))
+            else:
+                short.append(secret)
+        parts = [re.escape(f) for f in sorted(set(long_forms), key=len, reverse=True)]
+        parts.extend(rf"(?<!\w){re.escape(s)}(?!\w)" for s in short)
+        self._pattern = re.compile("|".join(parts), re.I) if parts else None
+
+    def text(self, value: str) -> str:
+        if value.casefold() in self._whole:
+            return MASK
+        if self._pattern is not None:
+            value = self._pattern.sub(MASK, value)
+        if "://" not in value:
+            return value
+        return _URL_USERINFO.sub(lambda m: f"{m['head']}{MASK}@", value)
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int | float):
+            return MASK if str(value).casefold() in self._whole else value
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        return value
+
+
 def scrub(value: Any, secrets: Iterable[str]) -> Any:
-    """A copy of ``value`` with each secret string masked wherever it appears in a string."""
-    secrets = list(secrets)
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, dict):
-        return {k: scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub(v, secrets) for v in value]
-    return value
+    """A copy of ``value`` with each secret masked wherever it appears: as a whole value (a
+    number too), inside text (any case, reversed, base64-, URL- or hex-encoded), and the
+    password of any URL or DSN."""
+    return Scrubber(secrets)(value)

@@ -17,6 +17,7 @@ from events.models import (
     CompensationFailed,
     CompensationStarted,
     Event,
+    ExecutionImported,
     ExecutionParked,
     RollbackRequested,
     RollbackStarted,
@@ -99,6 +100,8 @@ class ExecutionState:
     workflow_version: int = 0
     dag: WorkflowDAG | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    #: Set by ``execution_imported``: who imported the log, and whether it may run here.
+    imported: dict[str, Any] | None = None
     user_id: str = ""
     retry_of: str | None = None
     parent: tuple[str, str] | None = None
@@ -127,6 +130,17 @@ class ExecutionState:
     """Signals received and not yet taken by a signal stage, oldest first."""
     version: int = 0
     """The seq of the last event applied."""
+
+    @property
+    def evidence(self) -> bool:
+        """Imported from elsewhere and not to be run here (no ``resume`` was asked for)."""
+        return self.imported is not None and not self.imported["resume"]
+
+    @property
+    def organization_id(self) -> str | None:
+        """The organization the execution belongs to (its context's ``organizationId``)."""
+        org = self.context.get("organizationId")
+        return org if isinstance(org, str) and org else None
 
     @property
     def terminal(self) -> bool:
@@ -169,7 +183,7 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         )
     state.version = event.seq
     if (state.status == "waiting" and event.type not in REQUEST_EVENT_TYPES
-            and not isinstance(event, ExecutionParked)):
+            and not isinstance(event, ExecutionParked | ExecutionImported)):
         state.status = state.resume_status  # a runner took it up again
     if isinstance(event, WorkflowInitiated):
         dag = WorkflowDAG.model_validate(event.dag)
@@ -264,6 +278,10 @@ def apply(state: ExecutionState, event: Event) -> ExecutionState:
         stage.rejection = {"by": event.user_id, "reason": event.reason}
     elif isinstance(event, SignalReceived):
         state.signals.append((event.name, dict(event.payload)))
+    elif isinstance(event, ExecutionImported):
+        state.imported = {"by": event.user_id, "organization_id": event.organization_id,
+                          "resume": event.resume, "definition": event.definition,
+                          "events": event.events}
     elif isinstance(event, ExecutionParked):
         if state.status != "waiting":
             state.resume_status = state.status

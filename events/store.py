@@ -20,13 +20,16 @@ from typing import Any, NamedTuple, Protocol
 import asyncpg
 
 from definitions import (
+    BrokenChainError,
     ConcurrencyError,
+    DatabaseConfigError,
     DefinitionConflictError,
     ExecutionNotFoundError,
     WorkflowDAG,
     WorkflowNotFoundError,
 )
-from events.database import DBConnection, session_alive
+from events.database import DBConnection, DBReader, session_alive
+from events.ids import execution_id_for
 from events.models import Event
 from events.rows import event_from_row, event_to_row
 
@@ -64,22 +67,42 @@ class StatementProjector(Protocol):
 
     async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared: ...
 
+#: The append: every event linked to the one before by its ``chain`` hash (migration 13),
+#: written only when the writer's expected version is the stream's last event.
 _APPEND = """
-WITH ins AS (
-  INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata, created_at)
-  SELECT $1::uuid, u.s, u.t, u.st, u.m, u.c
-  FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
-       AS u(s, t, st, m, c)
-  WHERE ($7::int = 0
-     OR EXISTS (SELECT 1 FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int))
+WITH RECURSIVE u AS (
+  SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+       WITH ORDINALITY AS u(s, t, st, m, c, i)
+),
+prev AS (SELECT chain FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int),
+links(i, h) AS (
+  SELECT 0::bigint, CASE WHEN $7::int = 0 THEN '' ELSE (SELECT chain FROM prev) END
+  UNION ALL
+  SELECT u.i, wfdag_link(links.h, $1::uuid, u.s, u.t, u.st, u.m, u.c)
+  FROM links JOIN u ON u.i = links.i + 1
+),
+ins AS (
+  INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata, created_at,
+                               chain)
+  SELECT $1::uuid, u.s, u.t, u.st, u.m, u.c, l.h FROM u JOIN links l ON l.i = u.i
+  WHERE ($7::int = 0 OR EXISTS (SELECT 1 FROM prev))
   RETURNING 1
 ),
 ins_count AS (SELECT count(*) AS n FROM ins){ctes}
 SELECT n, pg_notify($8::text, $9::text){selects} FROM ins_count
 """
+#: A stream with each event's link checked: ``intact`` is false where the event's chain is not
+#: the hash of the event before it and of its own content, or where a seq is missing.  The
+#: event at ``$2`` (the last one the reader has) is read too, for the first link.
 _READ = """
-SELECT seq, event_type, stage_id, metadata, created_at FROM workflow_events
-WHERE execution_id = $1::uuid AND seq > $2 AND seq <= $3 ORDER BY seq
+SELECT seq, event_type, stage_id, metadata, created_at, intact FROM (
+  SELECT seq, event_type, stage_id, metadata, created_at,
+    (chain IS NOT DISTINCT FROM wfdag_link(lag(chain, 1, '') OVER w, execution_id, seq,
+                                           event_type, stage_id, metadata, created_at)
+     AND seq = lag(seq, 1, 0) OVER w + 1) AS intact
+  FROM workflow_events WHERE execution_id = $1::uuid AND seq >= $2 AND seq <= $3
+  WINDOW w AS (ORDER BY seq)
+) linked WHERE seq > $2 ORDER BY seq
 """
 
 
@@ -203,6 +226,25 @@ class EventStore:
         self._single_statement = bool(self._projectors) and all(
             hasattr(p, "prepare") for p in self._projectors)
         self._notifier = _Notifier(pool)
+        self._id_secret: bytes | None = None
+
+    async def keyed_execution_id(self, workflow_id: str, idempotency_key: str,
+                                 organization_id: str | None, conn: DBReader | None = None,
+                                 ) -> str:
+        """The execution an idempotency key names for a workflow in an organization: the same
+        key, the same id; another organization's same key, another id.  Keyed by this
+        database's secret (``wfdag_keys``), so no one can compute it in advance."""
+        if self._id_secret is None:
+            secret = await (conn or self.pool).fetchval(
+                "SELECT secret FROM wfdag_keys WHERE name = 'execution_ids'")
+            if secret is None:
+                raise DatabaseConfigError(
+                    "this database has no execution-id key (wfdag_keys): run "
+                    "`wfdag init` (its migrations create it)")
+            self._id_secret = bytes(secret)
+        assert self._id_secret is not None
+        return execution_id_for(workflow_id, idempotency_key, secret=self._id_secret,
+                                organization_id=organization_id)
 
     def prime(self, events: Sequence[Event]) -> None:
         """Tell the projectors that a writer has just read this whole log (a runner adopting
@@ -306,12 +348,19 @@ class EventStore:
 
     async def read(
         self, execution_id: str, *, after_seq: int = 0, until_seq: int | None = None,
-        conn: DBConnection | None = None,
+        conn: DBConnection | None = None, check_chain: bool = True,
     ) -> list[Event]:
-        """The stream of one execution (``[]`` when it has none)."""
+        """The stream of one execution (``[]`` when it has none).  A link of the hash chain
+        that does not hold (an edited, inserted or deleted event) raises
+        :class:`BrokenChainError` naming the first one — unless ``check_chain`` is false (an
+        export of the evidence as it is)."""
         eid = parse_execution_id(execution_id)
         async with self._on(conn) as conn:
             rows = await conn.fetch(_READ, eid, after_seq, until_seq or 2**31 - 1)
+        if check_chain:
+            broken = next((r for r in rows if not r["intact"]), None)
+            if broken is not None:
+                raise BrokenChainError(eid, broken["seq"])
         return [
             event_from_row(eid, r["seq"], r["event_type"], r["stage_id"], r["metadata"] or {},
                            r["created_at"], trusted=True)
@@ -319,10 +368,10 @@ class EventStore:
         ]
 
     async def read_existing(
-        self, execution_id: str, *, until_seq: int | None = None
+        self, execution_id: str, *, until_seq: int | None = None, check_chain: bool = True,
     ) -> list[Event]:
         """Like :meth:`read`, but an execution with no events is not found."""
-        events = await self.read(execution_id, until_seq=until_seq)
+        events = await self.read(execution_id, until_seq=until_seq, check_chain=check_chain)
         if not events:
             raise ExecutionNotFoundError(execution_id)
         return events

@@ -70,7 +70,8 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
     for ev in events:
         data = ev.data
         kind = ev.type
-        if (current.get("status") == "waiting" and kind != "execution_parked"
+        if (current.get("status") == "waiting"
+                and kind not in ("execution_parked", "execution_imported")
                 and kind not in REQUEST_EVENT_TYPES):
             # A runner took it up again: running, or compensating when it parked mid-rollback.
             current["status"] = current["audit_context"].get("waiting", {}).get(
@@ -115,6 +116,10 @@ def execution_row(row: dict[str, Any] | None, events: Iterable[EventRow]) -> dic
             current["completed_at"] = None
             current["audit_context"] = {**current["audit_context"],
                                         "rollback_requested_by": data["user_id"]}
+        elif kind == "execution_imported":
+            current["audit_context"] = {**current["audit_context"], "imported": {
+                "by": data["user_id"], "organization_id": data.get("organization_id"),
+                "resume": data.get("resume", False), "definition": data["definition"]}}
         elif kind == "execution_parked":
             resume = current["audit_context"].get("waiting", {}).get(
                 "resume", current["status"] if current["status"] != "waiting" else "in_progress")

@@ -31,9 +31,14 @@ _TERMINAL = {"workflow_completed": "completed", "workflow_failed": "failed",
              "workflow_rolled_back": "rolled_back", "workflow_cancelled": "cancelled"}
 
 EXEC_COLUMNS = ("execution_id", "workflow_id", "status", "started_at", "ended_at",
-                "duration_ms", "compensations", "breaker_opens")
+                "duration_ms", "compensations", "breaker_opens", "organization_id")
 STAGE_COLUMNS = ("execution_id", "stage_id", "started_at", "attempts", "completed_at",
                  "duration_ms", "failed")
+
+
+def _org(context: Any) -> str | None:
+    org = context.get("organizationId") if isinstance(context, dict) else None
+    return org if isinstance(org, str) and org else None
 
 
 def _ms(delta_seconds: float) -> int:
@@ -53,7 +58,8 @@ def apply_metrics(
         if kind == "workflow_initiated":
             executions[eid] = {"execution_id": eid, "workflow_id": data["workflow_id"],
                                "status": "initiated", "started_at": ev.at, "ended_at": None,
-                               "duration_ms": None, "compensations": 0, "breaker_opens": 0}
+                               "duration_ms": None, "compensations": 0, "breaker_opens": 0,
+                               "organization_id": _org(data.get("context"))}
             touched_exec.add(eid)
             continue
         row = executions.get(eid)
@@ -159,8 +165,10 @@ def _num(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-async def workflow_metrics(conn: DBReader, workflow_id: str) -> dict[str, Any]:
-    """The JSON-able metrics of one workflow (see the module docstring)."""
+async def workflow_metrics(conn: DBReader, workflow_id: str,
+                           organization_id: str | None = None) -> dict[str, Any]:
+    """The JSON-able metrics of one workflow (see the module docstring): of every execution,
+    or with ``organization_id`` of that organization's only (and its own breakers')."""
     row = await conn.fetchrow(
         "SELECT count(*) AS total, "
         "count(*) FILTER (WHERE status = 'completed') AS completed, "
@@ -171,7 +179,8 @@ async def workflow_metrics(conn: DBReader, workflow_id: str) -> dict[str, Any]:
         "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_ms, "
         "COALESCE(sum(compensations), 0) AS compensations, "
         "COALESCE(sum(breaker_opens), 0) AS breaker_opens "
-        "FROM metrics_executions WHERE workflow_id = $1", workflow_id)
+        "FROM metrics_executions WHERE workflow_id = $1 "
+        "AND ($2::text IS NULL OR organization_id = $2)", workflow_id, organization_id)
     assert row is not None
     ended = row["completed"] + row["failed"] + row["rolled_back"]
     stage_rows = await conn.fetch(
@@ -180,9 +189,11 @@ async def workflow_metrics(conn: DBReader, workflow_id: str) -> dict[str, Any]:
         "COALESCE(sum(GREATEST(s.attempts - 1, 0)), 0) AS retries, "
         "count(*) FILTER (WHERE s.failed) AS failures "
         "FROM metrics_stages s JOIN metrics_executions e USING (execution_id) "
-        "WHERE e.workflow_id = $1 GROUP BY s.stage_id ORDER BY min(s.started_at)", workflow_id)
+        "WHERE e.workflow_id = $1 AND ($2::text IS NULL OR e.organization_id = $2) "
+        "GROUP BY s.stage_id ORDER BY min(s.started_at)", workflow_id, organization_id)
     return {
         "workflow_id": workflow_id,
+        "organization_id": organization_id,
         "total": row["total"],
         "completed": row["completed"],
         "failed": row["failed"],
@@ -192,9 +203,12 @@ async def workflow_metrics(conn: DBReader, workflow_id: str) -> dict[str, Any]:
         "avg_duration_ms": _num(row["avg_ms"]),
         "p95_duration_ms": _num(row["p95_ms"]),
         "compensations": int(row["compensations"]),
+        # A breaker's owner is the workflow id, or <workflow>@<organization> (its own).
         "breaker_opens": int(await conn.fetchval(
-            "SELECT count(*) FROM circuit_breaker_transitions WHERE workflow_id = $1 AND "
-            "to_state = 'open'", workflow_id)),
+            "SELECT count(*) FROM circuit_breaker_transitions WHERE to_state = 'open' AND "
+            "split_part(workflow_id, '@', 1) = $1 AND "
+            "($2::text IS NULL OR workflow_id = $1 || '@' || $2)", workflow_id,
+            organization_id)),
         "stages": {
             r["stage_id"]: {"runs": r["runs"], "avg_duration_ms": _num(r["avg_ms"]),
                             "p95_duration_ms": _num(r["p95_ms"]), "retries": int(r["retries"]),

@@ -7,6 +7,7 @@ what happened on the workers.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -183,6 +184,43 @@ def secret_user(ctx: StageContext) -> dict[str, Any]:
         raise ValueError(f"login refused for password {password}")
     digest = hashlib.sha256(f"{password}|{api_key}".encode()).hexdigest()
     return {"digest": digest, "note": f"signed in with {password}"}
+
+
+def leaky(ctx: StageContext) -> dict[str, Any]:
+    """Echoes the context's secrets in the forms issue 16 found stored in plain text (or, when
+    asked, raises with them in its message) and invents a secret-like key of its own."""
+    import base64
+
+    c = ctx.context
+    pw = str(c["password"])
+    said = {"pin": c["credentials"]["pin"], "short": c["short_secret"], "reversed": pw[::-1],
+            "upper": pw.upper(), "b64": base64.b64encode(pw.encode()).decode(),
+            "db": c["db_pwd"], "dsn_echo": c["dsn"], "new_api_key": "sk-invented-42424242"}
+    if c.get("fail"):
+        raise ValueError(f"refused: {json.dumps(said)}")
+    return said
+
+
+def reads_invented(ctx: StageContext) -> dict[str, Any]:
+    """Proves the stage after :func:`leaky` got its invented key in plain text."""
+    import hashlib
+
+    key = str(ctx.inputs["leak"]["new_api_key"])
+    return {"digest": hashlib.sha256(key.encode()).hexdigest()}
+
+
+def persists_to(ctx: StageContext) -> dict[str, Any]:
+    """Records an artifact the way the reference agents do, but in the database named by
+    ``ctx.context["artifact_db"]`` (a test points it at one that refuses connections)."""
+    from actors.agents.artifacts import DATABASE_URL, persist
+    from events.artifacts import Artifact
+
+    token = DATABASE_URL.set(str(ctx.context["artifact_db"]))
+    try:
+        persist(ctx, [Artifact(kind="note", name="n", payload={})])
+    finally:
+        DATABASE_URL.reset(token)
+    return {"ok": True}
 
 
 def where(ctx: StageContext) -> dict[str, Any]:

@@ -8,13 +8,24 @@ from typing import Any
 
 from actors.agents.context import StageContext
 from actors.agents.reference import REFERENCE_AGENTS
-from definitions import BUILTIN_COMPENSATION_HANDLERS, ValidationError, WorkflowDAG
+from definitions import (
+    BUILTIN_COMPENSATION_HANDLERS,
+    AgentNotAllowedError,
+    ValidationError,
+    WorkflowDAG,
+    agent_path_refusal,
+)
 
 __all__ = ["REFERENCE_AGENTS", "StageContext", "import_warnings", "resolve_callable"]
 
 
 def resolve_callable(path: str) -> Callable[..., Any]:
-    """Import ``module:function`` (on the worker that runs the stage)."""
+    """Import ``module:function`` (on the worker that runs the stage), once the agent policy
+    (:mod:`definitions.agent_policy`, this process's ``WFDAG_AGENT_MODULES``) allows it: a
+    refused path raises :class:`AgentNotAllowedError` before its module is imported."""
+    refusal = agent_path_refusal(path)
+    if refusal is not None:
+        raise AgentNotAllowedError(f"agent refused on this worker: {refusal}")
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -16,15 +16,19 @@ from actors.api.admin import (
     execution_actor,
     get_execution_runner,
     get_workflow_circuit_breaker_status,
-    import_execution,
     initialize_workflow_system,
     list_circuit_breakers,
-    rebuild_projections,
     recover_executions,
     register_workflow,
     reset_workflow_circuit_breaker,
 )
 from actors.api.common import ready_store
+from actors.api.evidence import (
+    import_execution,
+    rebuild_projections,
+    verify_execution,
+    verify_log,
+)
 from actors.api.executions import (
     cancel_workflow,
     check_start,
@@ -88,6 +92,8 @@ from actors.api.sync import (
     rollback_workflow_sync,
     send_signal_sync,
     trigger_schedule_sync,
+    verify_execution_sync,
+    verify_log_sync,
     wait_for_workflow_sync,
 )
 from actors.api.waiting import approve_stage, reject_stage, send_signal
@@ -172,6 +178,10 @@ __all__ = [
     "send_signal_sync",
     "trigger_schedule",
     "trigger_schedule_sync",
+    "verify_execution",
+    "verify_execution_sync",
+    "verify_log",
+    "verify_log_sync",
     "wait_for_workflow",
     "wait_for_workflow_sync",
     "watch_execution",

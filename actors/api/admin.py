@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import ray
-from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from actors.api.common import ready_store, service_owns_runners
+from actors.api.common import check_org, ready_store, service_owns_runners
 from actors.breakers import BreakerStatus
 from actors.logs import get_logger
 from actors.metrics import record_events
@@ -24,28 +23,29 @@ from definitions import (
     CANONICAL_WORKFLOWS,
     MAX_NESTING,
     ClusterUnavailableError,
-    ConcurrencyError,
-    ExecutionStateError,
-    InvalidArgumentError,
     InvalidWorkflowError,
     StageNotFoundError,
     WorkflowDAG,
     nested_deeper_than,
     validate_workflow_dag,
 )
-from events import Event, fold, parse_execution_id
-from events.breaker_state import breaker_key, load_breaker, load_breakers, reset_breaker
+from events import parse_execution_id
+from events.breaker_state import (
+    breaker_key,
+    breaker_owner,
+    load_breaker,
+    load_breakers,
+    reset_breaker,
+    split_owner,
+)
 from events.leases import lease_holder, recovery_sweep
-from projections import rebuild_projections as _rebuild
 
 __all__ = [
     "execution_actor",
     "get_execution_runner",
     "get_workflow_circuit_breaker_status",
-    "import_execution",
     "initialize_workflow_system",
     "list_circuit_breakers",
-    "rebuild_projections",
     "recover_executions",
     "register_workflow",
     "reset_workflow_circuit_breaker",
@@ -164,74 +164,57 @@ async def _stage_of(workflow_id: str, stage_id: str) -> Any:
     return dag.stage(stage_id)
 
 
-async def get_workflow_circuit_breaker_status(workflow_id: str, stage_id: str) -> BreakerStatus:
+async def get_workflow_circuit_breaker_status(
+    workflow_id: str, stage_id: str, *, organization_id: str | None = None,
+) -> BreakerStatus:
     """The breaker of ``workflow_id:stage_id`` as last persisted by the registry: ``state``
-    (``closed | open | half_open``), ``failure_count``, ``opened_at``, ``next_attempt_at``."""
+    (``closed | open | half_open``), ``failure_count``, ``opened_at``, ``next_attempt_at``.
+    Breakers are per organization (unless the stage says ``breaker_scope: "global"``):
+    ``organization_id`` names whose; without it, the breaker of executions of no
+    organization."""
     stage = await _stage_of(workflow_id, stage_id)
+    if organization_id is not None:
+        check_org(organization_id)
+    owner = breaker_owner(workflow_id, organization_id, stage.breaker_scope)
     store = await ready_store()
-    record = await load_breaker(store.pool, breaker_key(workflow_id, stage_id))
+    record = await load_breaker(store.pool, breaker_key(owner, stage_id))
     if record is None:
         config = stage.breaker
         return BreakerStatus(workflow_id=workflow_id, stage_id=stage_id, state="closed",
                              failure_count=0, opened_at=None, next_attempt_at=None,
                              failure_threshold=config.failure_threshold,
-                             cooldown_seconds=config.cooldown_seconds)
+                             cooldown_seconds=config.cooldown_seconds,
+                             organization_id=split_owner(owner)[1])
     return BreakerStatus.from_record(record)
 
 
-async def list_circuit_breakers() -> list[BreakerStatus]:
-    """Every breaker that has recorded anything, as last persisted."""
+async def list_circuit_breakers(*, organization_id: str | None = None) -> list[BreakerStatus]:
+    """Every breaker that has recorded anything, as last persisted; with
+    ``organization_id``, that organization's own and the global ones only."""
     store = await ready_store()
-    return [BreakerStatus.from_record(r) for r in await load_breakers(store.pool)]
+    found = [BreakerStatus.from_record(r) for r in await load_breakers(store.pool)]
+    if organization_id is None:
+        return found
+    check_org(organization_id)
+    return [b for b in found if b.organization_id in (None, organization_id)]
 
 
-async def reset_workflow_circuit_breaker(workflow_id: str, stage_id: str) -> BreakerStatus:
+async def reset_workflow_circuit_breaker(
+    workflow_id: str, stage_id: str, *, organization_id: str | None = None,
+) -> BreakerStatus:
     """Close the breaker and zero its failure count.  Written to the breaker's row, like every
     change (no actor needed): every registry and runner on the database hears of it."""
     stage = await _stage_of(workflow_id, stage_id)
+    if organization_id is not None:
+        check_org(organization_id)
+    owner = breaker_owner(workflow_id, organization_id, stage.breaker_scope)
     store = await ready_store()
     async with store.pool.acquire() as conn:
         record = await reset_breaker(
-            conn, workflow_id, stage_id, failure_threshold=stage.breaker.failure_threshold,
+            conn, owner, stage_id, failure_threshold=stage.breaker.failure_threshold,
             cooldown_seconds=stage.breaker.cooldown_seconds)
     get_logger().info("breaker.reset", key=record.key)
     return BreakerStatus.from_record(record)
-
-
-async def rebuild_projections() -> dict[str, int]:
-    """Drop the read models and rebuild them from the log; returns when done
-    (``{"events": n, "executions": m}``).  Appends wait while it runs."""
-    store = await ready_store()
-    return await _rebuild(store.pool)
-
-
-async def import_execution(lines: Iterable[str]) -> str:
-    """Import one execution's log exported with ``wfdag events ID --json`` (JSON lines) into
-    this database, all or nothing; returns its id.  Replay then gives the same state."""
-    adapter: TypeAdapter[Event] = TypeAdapter(Event)
-    events: list[Event] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            events.append(adapter.validate_json(line))
-        except PydanticValidationError as exc:
-            raise InvalidArgumentError(f"line {number} is not a wfdag event: {exc}") from None
-    if not events:
-        raise InvalidArgumentError("no events to import")
-    ids = {e.execution_id for e in events}
-    if len(ids) != 1:
-        raise InvalidArgumentError(f"the events belong to {len(ids)} executions; import one")
-    if [e.seq for e in events] != list(range(1, len(events) + 1)):
-        raise InvalidArgumentError("the events must be one whole log: seq 1, 2, 3, … in order")
-    fold(events)  # the log must replay
-    store = await ready_store()
-    try:
-        await store.append(events, expected_version=0)
-    except ConcurrencyError:
-        raise ExecutionStateError(events[0].execution_id, "present", "an import",
-                                  "absent from this database") from None
-    return events[0].execution_id
 
 
 async def _runner_of(execution_id: str) -> str | None:

@@ -36,7 +36,7 @@ from events import (
     cancel_undriven_events,
     fold,
 )
-from events.children import after_append, execution_id_for
+from events.children import after_append
 from events.leases import holding_lease
 from events.secrets import seal_secrets
 from projections import WorkflowStatus, fetch_status
@@ -76,7 +76,9 @@ async def _start(
     else:
         # The same key for the same workflow always names the same execution: concurrent
         # starts race on UNIQUE(execution_id, seq), one writes, all return its id.
-        execution_id = execution_id_for(dag["id"], idempotency_key)
+        org = context.get("organizationId")
+        execution_id = await store.keyed_execution_id(
+            dag["id"], idempotency_key, org if isinstance(org, str) else None)
     log = get_logger(execution_id=execution_id)
     try:
         await store.append(

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from actors.api.common import check_owner, ready_store
+from actors.api.common import check_org, check_owner, ready_store
 from actors.logs import get_logger
 from definitions import (
     InvalidArgumentError,
@@ -104,12 +104,14 @@ async def list_executions(
 
 
 async def get_execution_events(
-    execution_id: str, *, organization_id: str | None = None
+    execution_id: str, *, organization_id: str | None = None, check_chain: bool = True,
 ) -> list[Event]:
-    """The execution's event log, in order; an unknown id raises ``ExecutionNotFoundError``."""
+    """The execution's event log, in order; an unknown id raises ``ExecutionNotFoundError``,
+    a log whose hash chain does not hold ``BrokenChainError`` — unless ``check_chain`` is
+    false (to export a tampered log as the evidence it is)."""
     store = await ready_store()
     await check_owner(store, execution_id, organization_id)
-    return await store.read_existing(execution_id)
+    return await store.read_existing(execution_id, check_chain=check_chain)
 
 
 async def watch_execution(
@@ -198,13 +200,18 @@ async def wait_for_workflow(
                 check = True  # a safety re-check, should a notification ever be lost
 
 
-async def get_workflow_metrics(workflow_id: str) -> dict[str, Any]:
+async def get_workflow_metrics(
+    workflow_id: str, *, organization_id: str | None = None,
+) -> dict[str, Any]:
     """The seed's key metrics of one workflow, as a JSON-able dict: ``total, completed,
     failed, rolled_back, success_rate`` (0..1; ``None`` while none has ended),
     ``avg_duration_ms, p95_duration_ms,
     compensations, breaker_opens`` and ``stages: {stage_id: {runs, avg_duration_ms,
     p95_duration_ms, retries, failures}}`` (definitions in ``projections.metrics``).
+    With ``organization_id``, of that organization's executions and breakers only.
     The projection is caught up with the log first."""
+    if organization_id is not None:
+        check_org(organization_id)
     store = await ready_store()
     try:
         await store.get_definition(workflow_id)
@@ -213,7 +220,7 @@ async def get_workflow_metrics(workflow_id: str) -> dict[str, Any]:
         if not await has_executions(store.pool, workflow_id):
             raise
     await ProjectionRunner(store.pool).catch_up()
-    return await workflow_metrics(store.pool, workflow_id)
+    return await workflow_metrics(store.pool, workflow_id, organization_id)
 
 
 async def get_stage_output(

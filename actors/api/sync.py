@@ -7,12 +7,16 @@ from typing import Any, ParamSpec, TypeVar
 
 from actors.api.admin import (
     get_workflow_circuit_breaker_status,
-    import_execution,
     initialize_workflow_system,
     list_circuit_breakers,
-    rebuild_projections,
     register_workflow,
     reset_workflow_circuit_breaker,
+)
+from actors.api.evidence import (
+    import_execution,
+    rebuild_projections,
+    verify_execution,
+    verify_log,
 )
 from actors.api.executions import (
     cancel_workflow,
@@ -75,6 +79,8 @@ __all__ = [
     "rollback_workflow_sync",
     "send_signal_sync",
     "trigger_schedule_sync",
+    "verify_execution_sync",
+    "verify_log_sync",
     "wait_for_workflow_sync",
 ]
 
@@ -122,3 +128,5 @@ resume_schedule_sync = _twin(resume_schedule)
 delete_schedule_sync = _twin(delete_schedule)
 trigger_schedule_sync = _twin(trigger_schedule)
 get_stage_output_sync = _twin(get_stage_output)
+verify_execution_sync = _twin(verify_execution)
+verify_log_sync = _twin(verify_log)

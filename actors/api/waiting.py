@@ -33,6 +33,7 @@ from events import (
     fold,
     parse_execution_id,
 )
+from events.secrets import seal_secrets
 from projections import WorkflowStatus, fetch_status
 
 __all__ = ["approve_stage", "reject_stage", "send_signal"]
@@ -58,7 +59,9 @@ def _object(value: Mapping[str, Any] | None, what: str) -> dict[str, Any] | None
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"{what} is not JSON: {exc}") from None
     check_payload_size(what, text)
-    return dict(json.loads(text))
+    # A person's data or a signal's payload may carry secrets too: sealed like a context's.
+    sealed: dict[str, Any] = seal_secrets(dict(json.loads(text)))
+    return sealed
 
 
 async def _append(store: EventStore, execution_id: str, organization_id: str | None,

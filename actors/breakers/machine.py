@@ -23,7 +23,7 @@ from aiobreaker.state import CircuitBreakerState
 from aiobreaker.storage.memory import CircuitMemoryStorage
 from pydantic import BaseModel, ConfigDict
 
-from events.breaker_state import BreakerRecord, breaker_key
+from events.breaker_state import BreakerRecord, breaker_key, split_owner
 
 __all__ = ["Breaker", "BreakerStatus", "breaker_key"]
 
@@ -74,10 +74,14 @@ class BreakerStatus(BaseModel):
     next_attempt_at: datetime | None
     failure_threshold: int
     cooldown_seconds: float
+    #: Whose breaker it is (None: a global one, or that of executions of no organization).
+    organization_id: str | None = None
 
     @classmethod
     def from_record(cls, record: BreakerRecord) -> BreakerStatus:
-        return cls(workflow_id=record.workflow_id, stage_id=record.stage_id,
+        workflow_id, organization_id = split_owner(record.workflow_id)
+        return cls(workflow_id=workflow_id, stage_id=record.stage_id,
+                   organization_id=organization_id,
                    state=_as_seen(record.state, record.next_attempt_at),
                    failure_count=record.failure_count,
                    opened_at=record.opened_at, next_attempt_at=record.next_attempt_at,

@@ -19,23 +19,25 @@ async def cmd_breakers(args: argparse.Namespace) -> int:
     if args.action == "reset":
         if not args.workflow or not args.stage:
             raise UsageError("usage: wfdag breakers reset WORKFLOW STAGE")
-        status = await reset_workflow_circuit_breaker(args.workflow, args.stage)
+        status = await reset_workflow_circuit_breaker(args.workflow, args.stage,
+                                                      organization_id=args.org)
         if args.json:
             out_json(status.model_dump(mode="json"))
         else:
             out(f"{status.workflow_id}:{status.stage_id} reset: {status.state}, "
                 f"{status.failure_count} failures")
         return 0
-    breakers = await list_circuit_breakers()
+    breakers = await list_circuit_breakers(organization_id=args.org)
     if args.json:
         out_json([b.model_dump(mode="json") for b in breakers])
         return 0
     if not breakers:
         out("no circuit breaker has recorded a failure yet")
         return 0
-    table(["WORKFLOW:STAGE", "STATE", "FAILS", "OPENED", "HALF-OPENS"],
-          [[f"{b.workflow_id}:{b.stage_id}", b.state, f"{b.failure_count}/{b.failure_threshold}",
-            fmt_opt(b.opened_at), fmt_opt(b.next_attempt_at)] for b in breakers], right=(2,))
+    table(["WORKFLOW:STAGE", "ORG", "STATE", "FAILS", "OPENED", "HALF-OPENS"],
+          [[f"{b.workflow_id}:{b.stage_id}", b.organization_id or "-", b.state,
+            f"{b.failure_count}/{b.failure_threshold}", fmt_opt(b.opened_at),
+            fmt_opt(b.next_attempt_at)] for b in breakers], right=(3,))
     return 0
 
 
@@ -155,7 +157,39 @@ async def cmd_projections(args: argparse.Namespace) -> int:
         out_json(report)
     else:
         out(f"rebuilt from {report['events']} events: {report['executions']} executions")
-    return 0
+        for broken in report["broken"]:
+            out(f"  log of {broken['execution_id']} does not hold: {broken['problem']}")
+        if report["broken"]:
+            say(f"{len(report['broken'])} logs do not hold their hash chain: the read models "
+                f"show what they say, but nothing runs or replays them; `wfdag verify --all`")
+    return 1 if report["broken"] else 0
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    from actors.api import verify_execution, verify_log
+
+    if bool(args.execution_id) == bool(args.all):
+        raise UsageError("usage: wfdag verify ID, or wfdag verify --all")
+    if args.execution_id:
+        one = await verify_execution(args.execution_id, organization_id=args.org)
+        if args.json:
+            out_json(one)
+        elif one["ok"]:
+            out(f"{one['execution_id']}: {one['events']} events, the hash chain holds")
+        else:
+            out(f"{one['execution_id']}: BROKEN at seq {one['broken_at']}: {one['problem']}")
+        return 0 if one["ok"] else 1
+    async with progress("checking the hash chain of every execution's log"):
+        report = await verify_log(organization_id=args.org)
+    if args.json:
+        out_json(report)
+    else:
+        out(f"{report['executions']} executions, {report['events']} events: "
+            f"{len(report['broken'])} logs broken")
+        for broken in report["broken"]:
+            where = f" at seq {broken['broken_at']}" if broken["broken_at"] else ""
+            out(f"  {broken['execution_id']}{where}: {broken['problem']}")
+    return 0 if report["ok"] else 1
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
@@ -167,11 +201,14 @@ async def cmd_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     async with progress(f"importing {len(lines)} events from {path}"):
-        execution_id = await import_execution(lines)
+        execution_id = await import_execution(lines, user_id=args.user,
+                                              organization_id=args.org, resume=args.resume)
     if args.json:
-        out_json({"execution_id": execution_id, "events": len(lines)})
+        out_json({"execution_id": execution_id, "events": len(lines), "resume": args.resume})
     else:
-        out(f"imported {len(lines)} events of execution {execution_id}")
+        out(f"imported {len(lines)} events of execution {execution_id}"
+            + (" (resumed: the runners take it up)" if args.resume
+               else " as evidence (not run here; --resume to run it)"))
     return 0
 
 
@@ -201,4 +238,16 @@ def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("import", parents=[common], help="import an execution's log exported "
                        "with `wfdag events ID --json`")
     p.add_argument("file")
+    p.add_argument("--user", default="import", metavar="USER_ID",
+                   help="who imports it (recorded in its execution_imported event)")
+    p.add_argument("--resume", action="store_true",
+                   help="let the runners here take it up (an execution that has not ended; "
+                        "with --org of its organization)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("verify", parents=[common],
+                       help="check the hash chain of an execution's log (or --all): exit 1 "
+                            "when one does not hold")
+    p.add_argument("execution_id", nargs="?")
+    p.add_argument("--all", action="store_true", help="every execution (of --org)")
+    p.set_defaults(func=cmd_verify)

@@ -20,7 +20,7 @@ from actors.runner.protocol import AttemptResult, AttemptSpec
 from actors.runtime import check_payload_size
 from definitions import AgentOutputError, PayloadTooLargeError, classify_error
 
-__all__ = ["run_local_attempt", "run_stage_attempt"]
+__all__ = ["run_guarded_attempt", "run_local_attempt", "run_stage_attempt"]
 
 
 def _target(spec: AttemptSpec) -> Any:
@@ -99,14 +99,19 @@ def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
     return AttemptResult(ok=True, duration_ms=elapsed(), output=output, pid=os.getpid())
 
 
-def run_local_attempt(spec: AttemptSpec) -> AttemptResult:
-    """:func:`run_stage_attempt` for a local stage (a thread of the runner): an agent's
-    ``SystemExit``, ``KeyboardInterrupt``, ``CancelledError`` or ``GeneratorExit`` fails its
-    attempt, classified by name, and never reaches the runner that hosts it.  (In a Ray task
-    those are Ray's to handle: its cancellation is a KeyboardInterrupt.)"""
+def run_guarded_attempt(spec: AttemptSpec) -> AttemptResult:
+    """:func:`run_stage_attempt` as stages run it, in a runner's thread or in a Ray task: an
+    agent's ``SystemExit``, ``KeyboardInterrupt``, ``CancelledError`` or ``GeneratorExit``
+    fails its attempt, classified by name, and never reaches the runner or the Ray worker
+    that hosts it.  (wfdag stops a task by killing its worker, ``ray.cancel(force=True)``,
+    which raises nothing in the task: catching these takes nothing from Ray.)"""
     started = time.monotonic()
     try:
         return run_stage_attempt(spec)
     except BaseException as exc:
         return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
                              error=classify_error(exc).to_json(), pid=os.getpid())
+
+
+#: The name local stages knew it by.
+run_local_attempt = run_guarded_attempt

@@ -15,8 +15,16 @@ from actors.runner.dispatch import Dispatcher
 from actors.runner.protocol import AttemptSpec, StageOutcome, error_info
 from definitions import WorkflowStage
 from events import ExecutionState, counts_against_breaker, upstream_outputs
+from events.breaker_state import breaker_owner
+from events.secrets import has_sealed, open_secrets
 
 __all__ = ["StageCalls"]
+
+
+def opened(value: Any) -> Any:
+    """``value`` with its sealed secrets opened (an output's secret-like keys are sealed when
+    recorded; the agents after it get them back in plain)."""
+    return open_secrets(value) if has_sealed(value) else value
 
 
 def _now() -> datetime:
@@ -47,7 +55,7 @@ class StageCalls:
         return AttemptSpec(
             execution_id=state.execution_id, workflow_id=state.workflow_id, stage_id=stage.id,
             stage_name=stage.name, attempt=attempt, context=self._context,
-            inputs=upstream_outputs(state, stage.id),
+            inputs=opened(upstream_outputs(state, stage.id)),
             idempotency_key=f"{state.execution_id}:{stage.id}", agent_type=stage.agent_type,
             agent=stage.agent, capabilities=tuple(stage.capabilities),
             database_url=self._database_url,
@@ -62,7 +70,8 @@ class StageCalls:
             return StageOutcome("run", stage_id, attempt, 0, error=error_info(
                 "StageCancelled", "cancelled before its retry", False))
         log = self._log.bind(stage_id=stage_id, attempt=attempt)
-        admission = await self._breakers.admit(state.workflow_id, stage)
+        owner = breaker_owner(state.workflow_id, state.organization_id, stage.breaker_scope)
+        admission = await self._breakers.admit(owner, stage)
         seen: dict[str, Any] = {"state": admission.state,
                                 "failure_count": admission.failure_count}
         if not admission.admitted:
@@ -76,7 +85,7 @@ class StageCalls:
                                               self._spec(state, stage, attempt), cancel)
         # Only failures that say something about the downstream count against the breaker.
         healthy = result.ok or not counts_against_breaker(stage, result.error)
-        after = await self._breakers.record(state.workflow_id, stage, admission, healthy)
+        after = await self._breakers.record(owner, stage, admission, healthy)
         seen = {"state": after.state, "failure_count": after.failure_count}
         if after.transition:
             seen["transition"] = after.transition
@@ -96,7 +105,7 @@ class StageCalls:
         await self._wait_until(record.comp_retry_at, asyncio.Event())
         spec = dataclasses.replace(
             self._spec(state, stage, attempt), handler=stage.compensation_handler,
-            output=record.output or {},
+            output=opened(record.output or {}),
             idempotency_key=f"{state.execution_id}:{stage_id}:compensate")
         self._log.info("compensation.dispatched", stage_id=stage_id, attempt=attempt,
                        handler=stage.compensation_handler)

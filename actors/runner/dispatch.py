@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import ray
 from ray.exceptions import RayError
 
-from actors.runner.attempt import run_local_attempt, run_stage_attempt
+from actors.runner.attempt import run_guarded_attempt
 from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
 from definitions import StageTimeoutError, WorkflowStage
 
@@ -44,7 +44,7 @@ _Thread = concurrent.futures.Future[AttemptResult]
 
 @cache
 def _stage_remote() -> Any:
-    return ray.remote(max_retries=0)(run_stage_attempt)
+    return ray.remote(max_retries=0)(run_guarded_attempt)
 
 
 def stage_task_options(
@@ -140,7 +140,7 @@ class Dispatcher:
         thread: _Thread | None = None
         ref: Any = None
         if local:
-            thread = self._threads().submit(run_local_attempt, spec)
+            thread = self._threads().submit(run_guarded_attempt, spec)
             self._local[key] = thread
             result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
         else:

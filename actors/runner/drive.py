@@ -23,7 +23,7 @@ from actors.runner.attempts import StageCalls
 from actors.runner.dispatch import Dispatcher, retire
 from actors.runner.protocol import DriveOutcome, StageOutcome, error_info
 from actors.runtime import settings
-from definitions import ConcurrencyError
+from definitions import BrokenChainError, ConcurrencyError
 from events import (
     REQUEST_EVENT_TYPES,
     Event,
@@ -40,7 +40,7 @@ from events import (
     is_database_outage,
 )
 from events.database import session_alive
-from events.secrets import has_sealed, open_secrets, scrub, secret_values
+from events.secrets import Scrubber, has_sealed, open_secrets, seal_secrets, secret_values
 from events.waiting import next_wake
 
 __all__ = ["Drive", "LeaseLostError"]
@@ -87,6 +87,7 @@ class Drive(StageCalls):
         self._cancel: dict[str, asyncio.Event] = {}
         self._context: dict[str, Any] = {}  # the execution's context, secrets opened
         self._secrets: list[str] = []  # its secret values, to scrub from agents' words
+        self._scrub = Scrubber(())
         self._log_bytes = 0  # its log (JSON) and the outputs decided since, against the cap
 
     async def run(self) -> DriveOutcome:
@@ -94,11 +95,27 @@ class Drive(StageCalls):
         log = self._log
         try:
             with bound(execution_id=self.execution_id):
-                events = await self._store.read(self.execution_id, conn=self._conn)
+                try:
+                    events = await self._store.read(self.execution_id, conn=self._conn)
+                except BrokenChainError as exc:
+                    # Never run a log someone edited: it stays parked (only a request wakes
+                    # it, and it parks again) until an operator restores it.
+                    log.error("execution.chain_broken", seq=exc.seq,
+                              next_step=f"wfdag verify {self.execution_id}")
+                    last = await self._conn.fetchval(
+                        "SELECT last_seq FROM workflow_executions WHERE id = $1::uuid",
+                        self.execution_id)
+                    self.parked = (None, int(last or 0))
+                    return DriveOutcome.PARKED
                 if not events:
                     log.error("execution.no_stream")
                     return DriveOutcome.MISSING
                 state = fold(events)
+                if state.evidence:
+                    log.warning("execution.evidence_not_run",
+                                detail="imported without resume: it is evidence, not work")
+                    self.parked = (None, state.version)
+                    return DriveOutcome.PARKED
                 self._committed = state.version
                 self._store.prime(events)  # its next append need not read its row back
                 self._log_bytes = sum(_size(e.model_dump(mode="json")) for e in events)
@@ -107,6 +124,10 @@ class Drive(StageCalls):
                 self._context = (open_secrets(state.context) if has_sealed(state.context)
                                  else state.context)
                 self._secrets = secret_values(self._context)
+                for record in state.stages.values():  # secrets earlier agents returned
+                    if has_sealed(record.output):
+                        self._secrets.extend(secret_values(open_secrets(record.output)))
+                self._scrub = Scrubber(self._secrets)
                 if state.version == 1:
                     record_started(state.workflow_id)
                 await self._children(state, children.adopt_actions(state))
@@ -314,8 +335,13 @@ class Drive(StageCalls):
         record = attempt_events if outcome.kind == "run" else compensation_events
         extra = {"breaker": outcome.breaker} if outcome.kind == "run" else {}
         output, error = outcome.output, outcome.error
-        if self._secrets:  # an agent that echoes a secret does not get it stored
-            output, error = scrub(output, self._secrets), scrub(error, self._secrets)
+        # An agent that echoes a secret (or any URL's password) does not get it stored.
+        output, error = self._scrub(output), self._scrub(error)
+        invented = secret_values(output) if output is not None else []
+        if invented:  # a secret-like key an agent made up: sealed, and scrubbed from now on
+            output = seal_secrets(output)
+            self._secrets = sorted({*self._secrets, *invented}, key=len, reverse=True)
+            self._scrub = Scrubber(self._secrets)
         if output is not None and outcome.kind == "run":
             cap = settings().max_log_bytes
             size = _size(output)

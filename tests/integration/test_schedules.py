@@ -33,7 +33,6 @@ from definitions import (
     WorkflowNotFoundError,
 )
 from events import schedules
-from events.children import execution_id_for
 from tests.integration.helpers import eventually, register_chain, stage
 from tests.integration.test_children import gate, status_is
 
@@ -103,7 +102,8 @@ async def test_every_minute_fires_once_per_slot_and_a_second_scheduler_fires_non
     first = await schedules.fire_due(store, LEADER, slot + timedelta(seconds=1))
     assert list(first.fired) == ["every-minute"] and len(first.fired["every-minute"]) == 1
     eid = first.fired["every-minute"][0]
-    assert eid == execution_id_for(dag.id, f"schedule:every-minute:{slot.isoformat()}")
+    assert eid == await store.keyed_execution_id(
+        dag.id, f"schedule:every-minute:{slot.isoformat()}", None)
     again = await schedules.fire_due(store, LEADER, slot + timedelta(seconds=30))
     assert again.fired == {}  # the slot fired: never twice
     assert (await wait_for_workflow(eid, timeout=60)).status == "completed"
@@ -169,8 +169,8 @@ async def test_overlap_skip_and_buffer_one_wait_for_the_last_execution(leader: A
             assert sid not in after.fired
         else:
             buffered = after.fired[sid]
-            assert buffered == [execution_id_for(
-                dag.id, f"schedule:{sid}:{(slot + timedelta(minutes=2)).isoformat()}")]
+            assert buffered == [await store.keyed_execution_id(
+                dag.id, f"schedule:{sid}:{(slot + timedelta(minutes=2)).isoformat()}", None)]
             assert (await get_schedule(sid)).buffered_fire_at is None
             await status_is(buffered[0], "waiting")
             await cancel_workflow(buffered[0], "ops")

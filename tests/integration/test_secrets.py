@@ -81,3 +81,47 @@ async def test_a_secret_in_an_agent_error_is_masked_and_a_retry_still_opens_it(
     events = await get_execution_events(again)
     messages = json.dumps([e.model_dump(mode="json") for e in events])
     assert "login refused for password ***" in messages and PASSWORD not in messages
+
+
+LEAKS = {"password": PASSWORD, "credentials": {"pin": 12345678}, "short_secret": "q~z",
+         "db_pwd": "pg-pass-77", "dsn": "postgresql://app:dsn-pass-99@db.internal/app"}
+
+
+def _forms() -> list[str]:
+    import base64
+    return [PASSWORD, PASSWORD[::-1], PASSWORD.upper(),
+            base64.b64encode(PASSWORD.encode()).decode(), "12345678", "q~z", "pg-pass-77",
+            "dsn-pass-99", "sk-invented-42424242"]
+
+
+async def test_no_transform_of_a_secret_is_stored_and_invented_keys_are_sealed(
+    store: EventStore,
+) -> None:
+    """The attack of issue 16: an agent echoes a numeric, a 3-character, a reversed, an
+    upper-cased and a base64 secret, a ``db_pwd`` and a DSN's password, and invents a
+    ``new_api_key``: none of it is in any stored row or export, and the next stage still gets
+    the invented key in plain text."""
+    import hashlib
+
+    dag = await register_chain("leaky", [stage("leak", "leaky"), stage("next", "reads_invented")])
+    eid = await execute_workflow_dag(dag.id, LEAKS, "tester")
+    status = await wait_for_workflow(eid, timeout=60)
+    assert status.status == "completed", status.error_message
+    stored = await _everything_stored(store, eid)
+    for form in _forms():
+        assert form.casefold() not in stored.casefold(), form
+    leak = status.executed_steps[0]["output"]
+    assert set(leak["new_api_key"]) == {SEALED} and leak["pin"] == "***", leak
+    final = status.executed_steps[1]["output"]
+    assert final["digest"] == hashlib.sha256(b"sk-invented-42424242").hexdigest()
+
+
+async def test_no_transform_of_a_secret_is_stored_from_an_error(store: EventStore) -> None:
+    dag = await register_chain("leaky-fail", [stage("leak", "leaky")])
+    eid = await execute_workflow_dag(dag.id, {**LEAKS, "fail": True},
+                                     "tester")
+    assert (await wait_for_workflow(eid, timeout=60)).status == "failed"
+    stored = await _everything_stored(store, eid)
+    assert "refused:" in stored
+    for form in _forms()[:-1]:
+        assert form.casefold() not in stored.casefold(), form

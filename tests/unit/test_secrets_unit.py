@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -58,3 +60,57 @@ def test_log_lines_redact_values_under_secret_like_keys_at_any_depth() -> None:
     assert line["password"] == "***" and line["context"]["credentials"] == "***"
     assert line["context"]["items"][0]["Authorization"] == "***"
     assert "sk-1" not in str(line) and "hunter2" not in str(line) and "abc" not in str(line)
+
+
+@pytest.mark.parametrize("key", ["password", "Passwords", "db_pwd", "passwd", "dsn",
+                                 "DATABASE_DSN", "secret", "client_secrets", "credential",
+                                 "private_key", "new_api_key", "newApiKey", "token",
+                                 "authorization", "session-key", "cookies"])
+def test_secret_like_keys(key: str) -> None:
+    assert secrets.is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["policies_passed", "passes", "secretary", "tokens_used",
+                                 "tokens", "user", "description", "dsnake"])
+def test_words_that_only_contain_a_secret_word_are_not_secret_keys(key: str) -> None:
+    assert not secrets.is_secret_key(key)
+
+
+def test_scrub_catches_the_transforms_of_issue_16() -> None:
+    import base64
+    from urllib.parse import quote
+
+    pw = "Hunter2-pw!"
+    found = secrets.secret_values({"password": pw, "pin": {"token": 12345678},
+                                   "short": {"secret": "k9x"}})
+    assert set(found) == {pw, "12345678", "k9x"}
+    said = {
+        "echo": 12345678, "as_text": "pin 12345678 ok", "short": "k9x", "in_words": "a k9x b",
+        "reversed": pw[::-1], "upper": pw.upper(), "lower": f"x{pw.lower()}y",
+        "b64": base64.b64encode(pw.encode()).decode(),
+        "basic": "Basic " + base64.b64encode(f"ann:{pw}".encode()).decode(),
+        "b64url": base64.urlsafe_b64encode(b"zz" + pw.encode()).decode(),
+        "url": f"https://x.test/?p={quote(pw, safe='')}",
+        "dsn": f"postgresql://ann:{pw}@db.internal/app",
+        "other_dsn": "mysql://bob:not-a-known-secret@h/db",
+        "hex": pw.encode().hex(),
+    }
+    scrubbed = secrets.scrub(said, found)
+    text = json.dumps(scrubbed)
+    for piece in (pw, pw[::-1], "12345678", "k9x", "not-a-known-secret", said["b64"],
+                  said["hex"], quote(pw, safe="")):
+        assert piece.casefold() not in text.casefold(), (piece, scrubbed)
+    assert "***" in scrubbed["basic"] and "***" in scrubbed["b64url"], scrubbed
+    assert scrubbed["dsn"] == "postgresql://ann:***@db.internal/app"
+    assert scrubbed["echo"] == "***"
+    # a secret of one or two characters is masked as a whole word, not inside other words
+    assert secrets.scrub({"a": "abab", "b": "x ab y", "c": "ab"}, ["ab"]) == {
+        "a": "abab", "b": "x *** y", "c": "***"}
+
+
+def test_an_agent_invented_secret_key_is_found_for_sealing() -> None:
+    output = {"account": "a-1", "new_api_key": "sk-live-abcdef", "n": [{"db_pwd": "pw"}]}
+    assert set(secrets.secret_values(output)) == {"sk-live-abcdef", "pw"}
+    sealed = secrets.seal_secrets(output)
+    assert "sk-live-abcdef" not in json.dumps(sealed) and sealed["account"] == "a-1"
+    assert secrets.open_secrets(sealed) == output
