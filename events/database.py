@@ -264,7 +264,10 @@ async def connect_pool(
 ) -> asyncpg.Pool:
     """An asyncpg pool with JSON codecs; a bad URL or dead server raises DatabaseConfigError."""
     schema = os.environ.get("WFDAG_DATABASE_SCHEMA")
-    settings = {"search_path": schema} if schema else None
+    # pg_stat_activity says whose each connection is: wfdag, and which process.
+    settings = {"application_name": f"wfdag:{os.getpid()}"}
+    if schema:
+        settings["search_path"] = schema
     try:
         pool = await asyncpg.create_pool(
             url,

@@ -116,6 +116,8 @@ def parse_execution_id(execution_id: str) -> str:
 
 #: How long a store keeps listening after its last waiter left.
 IDLE_UNLISTEN_SECONDS = 2.0
+#: How long giving a connection back (its reset) may take before it is terminated instead.
+RELEASE_SECONDS = 5.0
 _BACKGROUND: set[asyncio.Future[None]] = set()
 
 
@@ -142,32 +144,58 @@ class _Notifier:
             for event in waiters:
                 event.set()
 
-    def _on_lost(self, _conn: Any) -> None:
-        self._conn = None
+    def _on_lost(self, conn: Any) -> None:
+        if self._conn is conn:
+            self._conn = None
+        self._discard_later(conn)  # a dead connection goes back to the pool, never leaks
         for events in self._waiters.values():
             for event in events:
                 event.set()  # waiters re-read, and the next subscribe listens again
 
-    async def _ensure(self) -> bool:
-        """Listen (again); True when a new listening connection had to be made."""
+    def _discard_later(self, conn: Any) -> None:
+        task = asyncio.ensure_future(self._discard(conn))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    async def _discard(self, conn: Any) -> None:
+        """Give a listening connection back to the pool (bounded: a connection cut off
+        without a word is terminated instead of reset)."""
+        with contextlib.suppress(Exception):
+            conn.remove_termination_listener(self._on_lost)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn, timeout=RELEASE_SECONDS)
+
+    async def _ensure(self, timeout: float | None = None) -> bool:
+        """Listen (again); True when a new listening connection had to be made.  ``timeout``
+        bounds the wait for a connection of the pool."""
         async with self._lock:
             if self._conn is not None and session_alive(self._conn):
                 return False
-            conn = await self._pool.acquire()
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_lost)
+            if self._conn is not None:  # died without its termination callback yet
+                dead, self._conn = self._conn, None
+                await self._discard(dead)
+            conn = await self._pool.acquire(timeout=timeout)
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                conn.add_termination_listener(self._on_lost)
+            except BaseException:
+                await self._discard(conn)  # a listen that failed leaves nothing held
+                raise
             self._conn = conn
             return True
 
     @asynccontextmanager
-    async def subscribe(self, execution_id: str) -> AsyncIterator[asyncio.Event]:
+    async def subscribe(self, execution_id: str, timeout: float | None = None,
+                        ) -> AsyncIterator[asyncio.Event]:
         event = asyncio.Event()
         self._waiters.setdefault(execution_id, set()).add(event)
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
         try:
-            await self._ensure()
+            with contextlib.suppress(Exception):  # the waiter's own loop listens again
+                await asyncio.wait_for(self._ensure(), RELEASE_SECONDS if timeout is None
+                                       else min(timeout, RELEASE_SECONDS))
             yield event
         finally:
             waiters = self._waiters.get(execution_id)
@@ -196,12 +224,15 @@ class _Notifier:
             if self._waiters:  # someone subscribed meanwhile: keep listening
                 self._conn = conn
                 return
-            if conn is not None and session_alive(conn):
+            if conn is None:
+                return
+            if session_alive(conn):
                 with contextlib.suppress(Exception):  # released either way; reset UNLISTENs
                     conn.remove_termination_listener(self._on_lost)
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-                with contextlib.suppress(Exception):
-                    await self._pool.release(conn)
+                    await asyncio.wait_for(conn.remove_listener(NOTIFY_CHANNEL,
+                                                                self._on_notify),
+                                           RELEASE_SECONDS)
+            await self._discard(conn)  # alive or dead, it goes back to the pool
 
     async def close(self) -> None:
         if self._idle is not None:
@@ -259,16 +290,22 @@ class EventStore:
         """The type of the last event notified for a subscribed execution (or ``None``)."""
         return self._notifier.last_type.get(execution_id)
 
-    def subscribe(self, execution_id: str) -> Any:
+    def subscribe(self, execution_id: str, timeout: float | None = None) -> Any:
         """``async with store.subscribe(eid) as woken:`` — ``woken`` (an asyncio.Event) is set
         whenever the execution's stream grows (or the listening connection was lost).
-        Clear it before reading, then wait on it."""
-        return self._notifier.subscribe(parse_execution_id(execution_id))
+        Clear it before reading, then wait on it.  Listening starts at once when the
+        database answers within ``timeout`` (else at the caller's next :meth:`relisten`)."""
+        return self._notifier.subscribe(parse_execution_id(execution_id), timeout)
 
-    async def relisten(self) -> bool:
+    async def relisten(self, timeout: float | None = None) -> bool:
         """Listen again if the listening connection was lost (a database restart); True when
         it had to — notifications sent meanwhile are lost, so re-read what you wait on."""
-        return await self._notifier._ensure()
+        return await self._notifier._ensure(timeout)
+
+    async def close_listener(self) -> None:
+        """Stop listening (its connection goes back to the pool); the next waiter listens
+        again."""
+        await self._notifier.close()
 
     async def close(self) -> None:
         await self._notifier.close()

@@ -27,6 +27,7 @@ from definitions import (
 from events import (
     TERMINAL_EVENT_TYPES,
     Event,
+    EventStore,
     ExecutionState,
     fold,
     is_database_outage,
@@ -148,21 +149,42 @@ async def watch_execution(
                 await asyncio.wait_for(woken.wait(), wait_for)
 
 
+#: How long one database call of a waiter may take before it is abandoned and tried again (a
+#: connection cut off without a word answers nothing, ever).
+CALL_SECONDS = 10.0
+#: The last read of a wait that ran out of time (its status, for the error) may take this long.
+FINAL_READ_SECONDS = 2.0
+
+
+class _OutOfTime(Exception):
+    """The caller's deadline passed while the database did not answer."""
+
+
 async def _through_outages(make: Callable[[], Awaitable[T]], deadline: float | None) -> T:
-    """``await make()``, again and again while the database is unreachable (a restart),
-    with backoff, until ``deadline``."""
+    """``await make()``, again and again while the database is unreachable (a restart, cut
+    connections, no free connection), with backoff, until ``deadline``: each call is bounded
+    by what is left of it (and by :data:`CALL_SECONDS`), so no acquire or read outlives it.
+    Out of time: :class:`_OutOfTime`."""
     delay = 0.2
     while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise _OutOfTime
+        bound = CALL_SECONDS if left is None else min(left, CALL_SECONDS)
         try:
-            return await make()
+            return await asyncio.wait_for(make(), bound)
+        except TimeoutError as exc:
+            error: BaseException = exc  # the call hung: a cut connection, an exhausted pool
         except Exception as exc:
-            if not is_database_outage(exc) or (
-                    deadline is not None and time.monotonic() + delay > deadline):
+            if not is_database_outage(exc):
                 raise
-            get_logger().warning("database.unavailable", error=type(exc).__name__,
-                                 retry_in_s=delay, next_step="waiting for it to come back")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            error = exc
+        if deadline is not None and time.monotonic() + delay > deadline:
+            raise _OutOfTime from error
+        get_logger().warning("database.unavailable", error=type(error).__name__,
+                             retry_in_s=delay, next_step="waiting for it to come back")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 async def wait_for_workflow(
@@ -171,33 +193,45 @@ async def wait_for_workflow(
     """The status once terminal; :class:`WaitTimeoutError` after ``timeout`` seconds.
 
     Waits on notifications (no polling) and reads the status only when one says the
-    execution may have ended.  A database restart while it waits is ridden out (reconnect
-    with backoff, then a fresh read)."""
-    store = await ready_store()
-    eid = parse_execution_id(execution_id)
-    await check_owner(store, eid, organization_id)
+    execution may have ended.  A database restart or cut connections while it waits are
+    ridden out (reconnect with backoff, then a fresh read); every call to the database is
+    bounded by the deadline, so it returns by then whatever the database does."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    async with store.subscribe(eid) as woken:
-        check = True
-        while True:
-            woken.clear()
-            if await _through_outages(store.relisten, deadline):
-                check = True  # notifications were lost with the old connection
-            if check:
-                status = await _through_outages(lambda: fetch_status(store.pool, eid), deadline)
-                if status.terminal:
-                    return status
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                status = await fetch_status(store.pool, eid)
-                raise WaitTimeoutError(eid, timeout or 0, status.status)
-            wait_for = 10.0 if remaining is None else min(remaining, 10.0)
-            try:
-                await asyncio.wait_for(woken.wait(), wait_for)
-                last = store.last_notified_type(eid)
-                check = last is None or last in TERMINAL_EVENT_TYPES
-            except TimeoutError:
-                check = True  # a safety re-check, should a notification ever be lost
+    eid = parse_execution_id(execution_id)
+    last_seen = "unknown (the database did not answer)"
+    store: EventStore | None = None
+    try:
+        store = await _through_outages(ready_store, deadline)
+        await _through_outages(lambda: check_owner(store, eid, organization_id), deadline)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        async with store.subscribe(eid, left) as woken:
+            check = True
+            while True:
+                woken.clear()
+                if await _through_outages(store.relisten, deadline):
+                    check = True  # notifications were lost with the old connection
+                if check:
+                    status = await _through_outages(lambda: fetch_status(store.pool, eid),
+                                                    deadline)
+                    last_seen = status.status
+                    if status.terminal:
+                        return status
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise _OutOfTime
+                wait_for = 10.0 if remaining is None else min(remaining, 10.0)
+                try:
+                    await asyncio.wait_for(woken.wait(), wait_for)
+                    last = store.last_notified_type(eid)
+                    check = last is None or last in TERMINAL_EVENT_TYPES
+                except TimeoutError:
+                    check = True  # a safety re-check, should a notification ever be lost
+    except _OutOfTime:
+        if store is not None:  # say where it is now, if the database answers at once
+            with contextlib.suppress(Exception):
+                last_seen = (await asyncio.wait_for(fetch_status(store.pool, eid),
+                                                    FINAL_READ_SECONDS)).status
+        raise WaitTimeoutError(eid, timeout or 0, last_seen) from None
 
 
 async def get_workflow_metrics(
