@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -22,16 +21,14 @@ import asyncpg
 from definitions import (
     BrokenChainError,
     ConcurrencyError,
-    DatabaseConfigError,
-    DefinitionConflictError,
     ExecutionNotFoundError,
     WorkflowDAG,
-    WorkflowNotFoundError,
 )
-from events.database import DBConnection, DBReader, session_alive
-from events.ids import execution_id_for
+from events.database import DBConnection, session_alive
+from events.definition_store import DefinitionStore
 from events.models import Event
 from events.rows import event_from_row, event_to_row
+from events.store_sql import APPEND, READ
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -66,45 +63,6 @@ class StatementProjector(Protocol):
     async def __call__(self, conn: DBConnection, events: Sequence[Event]) -> None: ...
 
     async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared: ...
-
-#: The append: every event linked to the one before by its ``chain`` hash (migration 13),
-#: written only when the writer's expected version is the stream's last event.
-_APPEND = """
-WITH RECURSIVE u AS (
-  SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
-       WITH ORDINALITY AS u(s, t, st, m, c, i)
-),
-prev AS (SELECT chain FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int),
-links(i, h) AS (
-  SELECT 0::bigint, CASE WHEN $7::int = 0 THEN '' ELSE (SELECT chain FROM prev) END
-  UNION ALL
-  SELECT u.i, wfdag_link(links.h, $1::uuid, u.s, u.t, u.st, u.m, u.c)
-  FROM links JOIN u ON u.i = links.i + 1
-),
-ins AS (
-  INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata, created_at,
-                               chain)
-  SELECT $1::uuid, u.s, u.t, u.st, u.m, u.c, l.h FROM u JOIN links l ON l.i = u.i
-  WHERE ($7::int = 0 OR EXISTS (SELECT 1 FROM prev))
-  RETURNING 1
-),
-ins_count AS (SELECT count(*) AS n FROM ins){ctes}
-SELECT n, pg_notify($8::text, $9::text){selects} FROM ins_count
-"""
-#: A stream with each event's link checked: ``intact`` is false where the event's chain is not
-#: the hash of the event before it and of its own content, or where a seq is missing.  The
-#: event at ``$2`` (the last one the reader has) is read too, for the first link.
-_READ = """
-SELECT seq, event_type, stage_id, metadata, created_at, intact FROM (
-  SELECT seq, event_type, stage_id, metadata, created_at,
-    (chain IS NOT DISTINCT FROM wfdag_link(lag(chain, 1, '') OVER w, execution_id, seq,
-                                           event_type, stage_id, metadata, created_at)
-     AND seq = lag(seq, 1, 0) OVER w + 1) AS intact
-  FROM workflow_events WHERE execution_id = $1::uuid AND seq >= $2 AND seq <= $3
-  WINDOW w AS (ORDER BY seq)
-) linked WHERE seq > $2 ORDER BY seq
-"""
-
 
 def parse_execution_id(execution_id: str) -> str:
     """The canonical form of an execution id; anything that is not a UUID is not found."""
@@ -244,7 +202,7 @@ class _Notifier:
         self._conn = None
 
 
-class EventStore:
+class EventStore(DefinitionStore):
     """Appends and reads execution streams, and stores workflow definitions."""
 
     def __init__(self, pool: asyncpg.Pool, *, projectors: Sequence[Projector] = ()) -> None:
@@ -257,25 +215,6 @@ class EventStore:
         self._single_statement = bool(self._projectors) and all(
             hasattr(p, "prepare") for p in self._projectors)
         self._notifier = _Notifier(pool)
-        self._id_secret: bytes | None = None
-
-    async def keyed_execution_id(self, workflow_id: str, idempotency_key: str,
-                                 organization_id: str | None, conn: DBReader | None = None,
-                                 ) -> str:
-        """The execution an idempotency key names for a workflow in an organization: the same
-        key, the same id; another organization's same key, another id.  Keyed by this
-        database's secret (``wfdag_keys``), so no one can compute it in advance."""
-        if self._id_secret is None:
-            secret = await (conn or self.pool).fetchval(
-                "SELECT secret FROM wfdag_keys WHERE name = 'execution_ids'")
-            if secret is None:
-                raise DatabaseConfigError(
-                    "this database has no execution-id key (wfdag_keys): run "
-                    "`wfdag init` (its migrations create it)")
-            self._id_secret = bytes(secret)
-        assert self._id_secret is not None
-        return execution_id_for(workflow_id, idempotency_key, secret=self._id_secret,
-                                organization_id=organization_id)
 
     def prime(self, events: Sequence[Event]) -> None:
         """Tell the projectors that a writer has just read this whole log (a runner adopting
@@ -356,7 +295,7 @@ class EventStore:
                         args.extend(part.params)
                         ctes += [c.format(*names, ok=ok) for c in part.ctes]
                         selects += [x.format(*names, ok=ok) for x in part.selects]
-                    sql = _APPEND.format(
+                    sql = APPEND.format(
                         ctes="".join(f",\np{i} AS ({c})" for i, c in enumerate(ctes)),
                         selects="".join(f", {x}" for x in selects))
                     result = await conn.fetchrow(sql, *args)
@@ -368,7 +307,7 @@ class EventStore:
                         part.on_success()
                 return
             async with self._on(conn) as conn, conn.transaction():
-                result = await conn.fetchrow(_APPEND.format(ctes="", selects=""), *args)
+                result = await conn.fetchrow(APPEND.format(ctes="", selects=""), *args)
                 assert result is not None
                 if result["n"] != len(rows):
                     raise ConcurrencyError(execution_id, expected_version)
@@ -393,7 +332,7 @@ class EventStore:
         export of the evidence as it is)."""
         eid = parse_execution_id(execution_id)
         async with self._on(conn) as conn:
-            rows = await conn.fetch(_READ, eid, after_seq, until_seq or 2**31 - 1)
+            rows = await conn.fetch(READ, eid, after_seq, until_seq or 2**31 - 1)
         if check_chain:
             broken = next((r for r in rows if not r["intact"]), None)
             if broken is not None:
@@ -412,73 +351,3 @@ class EventStore:
         if not events:
             raise ExecutionNotFoundError(execution_id)
         return events
-
-    # --- definitions -------------------------------------------------------------------
-
-    async def register_definition(self, dag: WorkflowDAG) -> bool:
-        """Store ``dag``; True when new, False when the same content was there already."""
-        schema = dag.model_dump(mode="json")
-        async with self.pool.acquire() as conn:
-            inserted = await conn.fetchval(
-                "INSERT INTO workflow_definitions (name, description, version, dag_schema) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (name, version) DO NOTHING RETURNING id",
-                dag.id, dag.description, dag.version, schema,
-            )
-            if inserted is not None:
-                return True
-            existing = await conn.fetchval(
-                "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND version = $2",
-                dag.id, dag.version,
-            )
-        if _canonical(_as_stored_now(existing)) != _canonical(schema):
-            raise DefinitionConflictError(dag.id, dag.version)
-        return False
-
-    async def get_definition(self, workflow_id: str, version: int | None = None) -> WorkflowDAG:
-        """The active definition (the latest version unless one is named)."""
-        async with self.pool.acquire() as conn:
-            if version is None:
-                version = await conn.fetchval(
-                    "SELECT version FROM workflow_definitions WHERE name = $1 AND is_active "
-                    "ORDER BY version DESC LIMIT 1",
-                    workflow_id,
-                )
-                if version is None:
-                    raise WorkflowNotFoundError(workflow_id, None)
-            cached = self._definitions.get((workflow_id, version))
-            if cached is not None:
-                return cached
-            schema = await conn.fetchval(
-                "SELECT dag_schema FROM workflow_definitions WHERE name = $1 AND version = $2",
-                workflow_id, version,
-            )
-        if schema is None:
-            raise WorkflowNotFoundError(workflow_id, version)
-        dag = WorkflowDAG.model_validate(schema)
-        self._definitions[(workflow_id, version)] = dag
-        return dag
-
-    async def list_definitions(self, *, include_inactive: bool = False) -> list[WorkflowDAG]:
-        """The latest active version of each workflow (every version, with
-        ``include_inactive``), by id."""
-        sql = ("SELECT dag_schema FROM workflow_definitions ORDER BY name, version"
-               if include_inactive else
-               "SELECT DISTINCT ON (name) dag_schema FROM workflow_definitions "
-               "WHERE is_active ORDER BY name, version DESC")
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(sql)
-        return [WorkflowDAG.model_validate(r["dag_schema"]) for r in rows]
-
-
-def _as_stored_now(schema: Any) -> Any:
-    """A stored definition as this version of wfdag would store it: one registered by an
-    older version lacks the fields added since (with their defaults), and is still the same
-    definition."""
-    try:
-        return WorkflowDAG.model_validate(schema).model_dump(mode="json")
-    except ValueError:  # no longer valid: compared as it is (and so not the same)
-        return schema
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))

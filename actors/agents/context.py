@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["StageContext"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class StageContext:
     """The context of one stage attempt.
 
@@ -27,3 +27,15 @@ class StageContext:
     capabilities: tuple[str, ...] = ()
     output: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """Printed or logged, a context shows no secret: values under secret-like keys (in
+        the context, the inputs and the output undone) are ``***``."""
+        from actors.logs import redact
+
+        return (f"StageContext(execution_id={self.execution_id!r}, "
+                f"workflow_id={self.workflow_id!r}, stage_id={self.stage_id!r}, "
+                f"attempt={self.attempt}, context={redact(self.context)!r}, "
+                f"inputs={redact(self.inputs)!r}, output={redact(self.output)!r})")
+
+    __str__ = __repr__

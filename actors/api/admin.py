@@ -10,7 +10,7 @@ from typing import Any
 import ray
 from pydantic import ValidationError as PydanticValidationError
 
-from actors.api.common import check_org, ready_store, service_owns_runners
+from actors.api.common import check_org, check_owner, ready_store, service_owns_runners
 from actors.breakers import BreakerStatus
 from actors.logs import get_logger
 from actors.metrics import record_events
@@ -223,14 +223,18 @@ async def _runner_of(execution_id: str) -> str | None:
         return await lease_holder(conn, execution_id)
 
 
-def execution_actor(execution_id: str) -> Any:
+def execution_actor(execution_id: str, *, organization_id: str | None = None) -> Any:
     """The handle of the pooled Ray actor now running the execution (while it drives it, the
     actor runs a task named ``wfdag-exec-<id>``), or ``None`` when no live actor runs it
-    (ended, or waiting in the queue).
+    (ended, or waiting in the queue).  With ``organization_id``, another organization's
+    execution is not found (``ExecutionNotFoundError``, as a missing one).
 
     Synchronous, and safe to call from code already running inside an event loop.
     """
     eid = parse_execution_id(execution_id)
+    if organization_id is not None:
+        check_org(organization_id)
+        run_sync(_owned(eid, organization_id))
     ensure_ray()
     name = run_sync(_runner_of(eid))
     if name is None:
@@ -241,3 +245,5 @@ def execution_actor(execution_id: str) -> Any:
         return None
 
 
+async def _owned(execution_id: str, organization_id: str) -> None:
+    await check_owner(await ready_store(), execution_id, organization_id)

@@ -15,6 +15,7 @@ from actors import (
     approve_stage,
     cancel_workflow,
     execute_workflow_dag,
+    execution_actor,
     get_execution_events,
     get_workflow_circuit_breaker_status,
     get_workflow_metrics,
@@ -25,7 +26,12 @@ from actors import (
     register_workflow,
     wait_for_workflow,
 )
-from definitions import InvalidArgumentError, InvalidWorkflowError, WorkflowDAG
+from definitions import (
+    ExecutionNotFoundError,
+    InvalidArgumentError,
+    InvalidWorkflowError,
+    WorkflowDAG,
+)
 from events import EventStore
 from events.ids import execution_id_for
 from tests.integration.helpers import events_of, eventually, register_chain, stage
@@ -274,3 +280,14 @@ async def test_a_task_agent_that_raises_a_base_exception_fails_its_attempt(kind:
     assert status.status == "failed", status
     failed = [e for e in await events_of(eid) if e.type == "stage_failed"]
     assert [e.error["type"] for e in failed] == [kind], failed[0].error
+
+
+async def test_an_actor_handle_is_not_given_for_another_organizations_execution() -> None:
+    flow = await register_chain("tenant-actor", [gate(), stage("after", "noop")])
+    eid = await execute_workflow_dag(flow.id, {}, "ann", organization_id="org-a")
+    await status_is(eid, "waiting")
+    with pytest.raises(ExecutionNotFoundError):
+        execution_actor(eid, organization_id="org-b")
+    assert execution_actor(eid, organization_id="org-a") is None  # parked: no runner holds it
+    await approve_stage(eid, "gate", "boss", organization_id="org-a")
+    assert (await wait_for_workflow(eid, timeout=60)).status == "completed"

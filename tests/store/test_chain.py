@@ -32,8 +32,13 @@ FIRST, SECOND = DAG.stages[0].id, DAG.stages[1].id
 
 
 @pytest.fixture
-async def chained(server_url: str) -> AsyncIterator[EventStore]:
-    pool = await connect_pool(await create_database(server_url, "wfdag_chain"), max_size=4)
+async def chained_url(server_url: str) -> str:
+    return await create_database(server_url, "wfdag_chain")
+
+
+@pytest.fixture
+async def chained(chained_url: str) -> AsyncIterator[EventStore]:
+    pool = await connect_pool(chained_url, max_size=4)
     async with pool.acquire() as conn:
         await migrate(conn)
     yield EventStore(pool, projectors=[project_executions])
@@ -169,3 +174,34 @@ async def test_appends_after_a_tampering_do_not_mend_it(chained: EventStore) -> 
                                          stage_id=SECOND, attempt=1, output={},
                                          duration_ms=1)], expected_version=4)
     assert (await _report(chained, eid))["broken_at"] == 3
+
+
+async def test_the_cli_reports_a_broken_log_and_refuses_to_replay_it(
+    chained: EventStore, chained_url: str,
+) -> None:
+    from tests.integration.test_projections import wfdag
+
+    broken, whole = await _log(chained), await _log(chained)
+    async with chained.pool.acquire() as conn:
+        await _forge_an_output(conn, broken)
+    env = {"WFDAG_DATABASE_URL": chained_url}
+    one = wfdag("verify", broken, env=env)
+    assert one.returncode == 1 and "BROKEN at seq 3" in one.stdout, one.stdout + one.stderr
+    assert wfdag("verify", whole, env=env).returncode == 0
+    every = wfdag("verify", "--all", "--json", env=env)
+    assert every.returncode == 1, every.stderr
+    report = json.loads(every.stdout)
+    assert [b["execution_id"] for b in report["broken"]] == [broken]
+    rebuilt = wfdag("projections", "rebuild", env=env)
+    assert rebuilt.returncode == 1 and broken in rebuilt.stdout, rebuilt.stdout
+    for verb in (["events", broken], ["replay", broken], ["status", whole, "--json"]):
+        done = wfdag(*verb, env=env)
+        if verb[0] == "status":
+            assert done.returncode == 0, done.stderr
+        else:
+            assert done.returncode == 1 and "broken at seq 3" in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+    raw = wfdag("events", broken, "--unchecked", "--json", env=env)
+    assert raw.returncode == 0 and len(raw.stdout.splitlines()) == 4
+    usage = wfdag("verify", env=env)
+    assert usage.returncode == 2 and "wfdag verify ID" in usage.stderr

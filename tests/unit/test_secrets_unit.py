@@ -114,3 +114,15 @@ def test_an_agent_invented_secret_key_is_found_for_sealing() -> None:
     sealed = secrets.seal_secrets(output)
     assert "sk-live-abcdef" not in json.dumps(sealed) and sealed["account"] == "a-1"
     assert secrets.open_secrets(sealed) == output
+
+
+def test_a_printed_stage_context_shows_no_secret() -> None:
+    from actors.agents import StageContext
+
+    ctx = StageContext(execution_id="e", workflow_id="w", stage_id="s", attempt=1,
+                       context={"user": "ann", "password": "hunter2-opened",
+                                "nested": {"api_key": "sk-1"}},
+                       inputs={"up": {"new_token": "tok-9"}}, idempotency_key="k")
+    for text in (repr(ctx), str(ctx), f"{ctx}"):
+        assert "ann" in text and "***" in text
+        assert not any(s in text for s in ("hunter2-opened", "sk-1", "tok-9")), text

@@ -1,0 +1,43 @@
+"""The event store's two hot statements: the append (hash-chained) and the checked read."""
+
+from __future__ import annotations
+
+__all__ = ["APPEND", "READ"]
+
+#: The append: every event linked to the one before by its ``chain`` hash (migration 13),
+#: written only when the writer's expected version is the stream's last event.
+APPEND = """
+WITH RECURSIVE u AS (
+  SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+       WITH ORDINALITY AS u(s, t, st, m, c, i)
+),
+prev AS (SELECT chain FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int),
+links(i, h) AS (
+  SELECT 0::bigint, CASE WHEN $7::int = 0 THEN '' ELSE (SELECT chain FROM prev) END
+  UNION ALL
+  SELECT u.i, wfdag_link(links.h, $1::uuid, u.s, u.t, u.st, u.m, u.c)
+  FROM links JOIN u ON u.i = links.i + 1
+),
+ins AS (
+  INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata, created_at,
+                               chain)
+  SELECT $1::uuid, u.s, u.t, u.st, u.m, u.c, l.h FROM u JOIN links l ON l.i = u.i
+  WHERE ($7::int = 0 OR EXISTS (SELECT 1 FROM prev))
+  RETURNING 1
+),
+ins_count AS (SELECT count(*) AS n FROM ins){ctes}
+SELECT n, pg_notify($8::text, $9::text){selects} FROM ins_count
+"""
+#: A stream with each event's link checked: ``intact`` is false where the event's chain is not
+#: the hash of the event before it and of its own content, or where a seq is missing.  The
+#: event at ``$2`` (the last one the reader has) is read too, for the first link.
+READ = """
+SELECT seq, event_type, stage_id, metadata, created_at, intact FROM (
+  SELECT seq, event_type, stage_id, metadata, created_at,
+    (chain IS NOT DISTINCT FROM wfdag_link(lag(chain, 1, '') OVER w, execution_id, seq,
+                                           event_type, stage_id, metadata, created_at)
+     AND seq = lag(seq, 1, 0) OVER w + 1) AS intact
+  FROM workflow_events WHERE execution_id = $1::uuid AND seq >= $2 AND seq <= $3
+  WINDOW w AS (ORDER BY seq)
+) linked WHERE seq > $2 ORDER BY seq
+"""
