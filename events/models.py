@@ -231,6 +231,8 @@ class ExecutionImported(_EventBase):
     resume: bool = False
     definition: Literal["registered", "carried"]
     events: int = Field(ge=1)
+    #: The export carried its hash chain and it held (``wfdag events ID --json --chain``).
+    chain_verified: bool = False
 
 
 class RollbackRequested(_EventBase):

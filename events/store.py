@@ -28,7 +28,7 @@ from events.database import DBConnection, session_alive
 from events.definition_store import DefinitionStore
 from events.models import Event
 from events.rows import event_from_row, event_to_row
-from events.store_sql import APPEND, READ
+from events.store_sql import APPEND, CHAIN_OF, CHAINS, READ
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -342,6 +342,20 @@ class EventStore(DefinitionStore):
                            r["created_at"], trusted=True)
             for r in rows
         ]
+
+    async def chain_of(self, events: Sequence[Event]) -> list[str]:
+        """The ``chain`` hash each event of a whole log (seq 1, 2, …) would get here."""
+        if not events:
+            return []
+        rows = [event_to_row(event) for event in events]
+        return [r["h"] for r in await self.pool.fetch(
+            CHAIN_OF, rows[0][0], [r[1] for r in rows], [r[2] for r in rows],
+            [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows])]
+
+    async def stored_chain(self, execution_id: str) -> dict[int, str | None]:
+        """The stored ``chain`` hash of each event of a log, by seq."""
+        eid = parse_execution_id(execution_id)
+        return {r["seq"]: r["chain"] for r in await self.pool.fetch(CHAINS, eid)}
 
     async def read_existing(
         self, execution_id: str, *, until_seq: int | None = None, check_chain: bool = True,

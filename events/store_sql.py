@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "READ"]
+__all__ = ["APPEND", "CHAINS", "CHAIN_OF", "READ"]
 
 #: The append: every event linked to the one before by its ``chain`` hash (migration 13),
 #: written only when the writer's expected version is the stream's last event.
@@ -40,4 +40,24 @@ SELECT seq, event_type, stage_id, metadata, created_at, intact FROM (
   FROM workflow_events WHERE execution_id = $1::uuid AND seq >= $2 AND seq <= $3
   WINDOW w AS (ORDER BY seq)
 ) linked WHERE seq > $2 ORDER BY seq
+"""
+
+#: The chain a whole log would have here, computed without writing it (an import's check).
+CHAIN_OF = """
+WITH RECURSIVE u AS (
+  SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+       WITH ORDINALITY AS u(s, t, st, m, c, i)
+),
+links(i, h) AS (
+  SELECT 0::bigint, ''::text
+  UNION ALL
+  SELECT u.i, wfdag_link(links.h, $1::uuid, u.s, u.t, u.st, u.m, u.c)
+  FROM links JOIN u ON u.i = links.i + 1
+)
+SELECT h FROM links WHERE i > 0 ORDER BY i
+"""
+
+#: A stored log's chain hashes, by seq.
+CHAINS = """
+SELECT seq, chain FROM workflow_events WHERE execution_id = $1::uuid ORDER BY seq
 """

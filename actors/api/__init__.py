@@ -24,6 +24,7 @@ from actors.api.admin import (
 )
 from actors.api.common import ready_store
 from actors.api.evidence import (
+    export_execution,
     import_execution,
     rebuild_projections,
     verify_execution,
@@ -67,6 +68,7 @@ from actors.api.sync import (
     create_schedule_sync,
     delete_schedule_sync,
     execute_workflow_dag_sync,
+    export_execution_sync,
     get_execution_events_sync,
     get_schedule_history_sync,
     get_schedule_sync,
@@ -123,6 +125,8 @@ __all__ = [
     "execute_workflow_dag",
     "execute_workflow_dag_sync",
     "execution_actor",
+    "export_execution",
+    "export_execution_sync",
     "get_available_workflows",
     "get_execution_events",
     "get_execution_events_sync",

@@ -3,6 +3,7 @@ read models (and saying which logs do not hold)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,20 +25,27 @@ from events import Event, ExecutionImported, fold, parse_execution_id
 from events.chain import verify_chains
 from projections import rebuild_projections as _rebuild
 
-__all__ = ["import_execution", "rebuild_projections", "verify_execution", "verify_log"]
+__all__ = ["export_execution", "import_execution", "rebuild_projections", "verify_execution",
+           "verify_log"]
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-def _parse(lines: Iterable[str]) -> list[Event]:
+def _parse(lines: Iterable[str]) -> tuple[list[Event], list[str | None]]:
+    """The events of an export, and the ``chain`` hash each line carried (``None`` where it
+    carried none)."""
     events: list[Event] = []
+    chains: list[str | None] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            events.append(_ADAPTER.validate_json(line))
-        except PydanticValidationError as exc:
+            raw = json.loads(line)
+            chain = raw.pop("chain", None) if isinstance(raw, dict) else None
+            events.append(_ADAPTER.validate_python(raw))
+        except (ValueError, PydanticValidationError) as exc:
             raise InvalidArgumentError(f"line {number} is not a wfdag event: {exc}") from None
+        chains.append(chain if isinstance(chain, str) else None)
     if not events:
         raise InvalidArgumentError("no events to import")
     ids = {e.execution_id for e in events}
@@ -48,7 +56,26 @@ def _parse(lines: Iterable[str]) -> list[Event]:
     if any(isinstance(e, ExecutionImported) for e in events):
         raise InvalidArgumentError("the log was imported once already (it holds an "
                                    "execution_imported event): import its original export")
-    return events
+    return events, chains
+
+
+async def _check_chain(events: list[Event], chains: list[str | None]) -> bool:
+    """True when the export carried its hash chain and every link holds; an export with no
+    hashes is imported unverified (False); one with some, or a link that does not hold, is
+    refused naming the first bad seq."""
+    if all(c is None for c in chains):
+        return False
+    if any(c is None for c in chains):
+        missing = next(e.seq for e, c in zip(events, chains, strict=True) if c is None)
+        raise InvalidArgumentError(f"the export carries hashes, but not for seq {missing}: "
+                                   f"a line was added or edited after the export")
+    expected = await (await ready_store()).chain_of(events)
+    for event, claimed, computed in zip(events, chains, expected, strict=True):
+        if claimed != computed:
+            raise InvalidArgumentError(
+                f"the export's hash chain breaks at seq {event.seq}: that line (or one before "
+                f"it) was changed after the export; nothing imported")
+    return True
 
 
 async def _definition_of(snapshot: WorkflowDAG) -> str:
@@ -88,7 +115,7 @@ async def import_execution(
     check_user(user_id)
     if organization_id is not None:
         check_org(organization_id)
-    events = _parse(lines)
+    events, chains = _parse(lines)
     state = fold(events)  # the log must replay
     assert state.dag is not None
     logged_org = state.organization_id
@@ -101,11 +128,13 @@ async def import_execution(
             f"resuming an imported execution of organization {logged_org!r} is for an "
             f"operator of that organization: pass organization_id={logged_org!r}")
     definition = await _definition_of(state.dag)
+    verified = await _check_chain(events, chains)
     resume = resume and not state.terminal
     last = events[-1]
     marker = ExecutionImported(
         execution_id=last.execution_id, seq=last.seq + 1, at=last.at, user_id=user_id,
-        organization_id=logged_org, resume=resume, definition=definition, events=len(events))
+        organization_id=logged_org, resume=resume, definition=definition, events=len(events),
+        chain_verified=verified)
     store = await ready_store()
     try:
         await store.append([*events, marker], expected_version=0)
@@ -114,8 +143,25 @@ async def import_execution(
                                   "absent from this database") from None
     get_logger(execution_id=last.execution_id).info(
         "execution.imported", events=len(events), definition=definition, resume=resume,
-        by=user_id)
+        by=user_id, chain_verified=verified)
     return last.execution_id
+
+
+async def export_execution(execution_id: str, *, organization_id: str | None = None,
+                           check_chain: bool = True) -> list[str]:
+    """The log as JSON lines for :func:`import_execution`, each with its ``chain`` hash, so
+    that the importing database can tell the file was not changed on the way.  A broken log
+    raises ``BrokenChainError`` unless ``check_chain`` is false."""
+    store = await ready_store()
+    await check_owner(store, execution_id, organization_id)
+    events = await store.read_existing(execution_id, check_chain=check_chain)
+    chains = await store.stored_chain(execution_id)
+    lines = []
+    for event in events:
+        data = event.model_dump(mode="json")
+        data["chain"] = chains.get(event.seq)
+        lines.append(json.dumps(data))
+    return lines
 
 
 async def verify_execution(execution_id: str, *,

@@ -13,6 +13,7 @@ from actors.api.admin import (
     reset_workflow_circuit_breaker,
 )
 from actors.api.evidence import (
+    export_execution,
     import_execution,
     rebuild_projections,
     verify_execution,
@@ -54,6 +55,7 @@ __all__ = [
     "create_schedule_sync",
     "delete_schedule_sync",
     "execute_workflow_dag_sync",
+    "export_execution_sync",
     "get_execution_events_sync",
     "get_schedule_history_sync",
     "get_schedule_sync",
@@ -105,6 +107,7 @@ get_workflow_metrics_sync = _twin(get_workflow_metrics)
 rebuild_projections_sync = _twin(rebuild_projections)
 replay_execution_sync = _twin(replay_execution)
 import_execution_sync = _twin(import_execution)
+export_execution_sync = _twin(export_execution)
 reset_workflow_circuit_breaker_sync = _twin(reset_workflow_circuit_breaker)
 list_circuit_breakers_sync = _twin(list_circuit_breakers)
 register_workflow_sync = _twin(register_workflow)

@@ -107,8 +107,15 @@ async def cmd_output(args: argparse.Namespace) -> int:
 
 
 async def cmd_events(args: argparse.Namespace) -> int:
-    from actors.api import get_execution_events
+    from actors.api import export_execution, get_execution_events
 
+    if args.chain:
+        if not args.json:
+            raise UsageError("--chain goes with --json (the export `wfdag import` checks)")
+        for line in await export_execution(args.execution_id, organization_id=args.org,
+                                           check_chain=not args.unchecked):
+            out(line)
+        return 0
     for event in await get_execution_events(args.execution_id, organization_id=args.org,
                                             check_chain=not args.unchecked):
         out(event.model_dump_json() if args.json else describe_event(event))
@@ -259,6 +266,8 @@ def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("execution_id")
     p.add_argument("--unchecked", action="store_true",
                    help="show the log even if its hash chain is broken (`wfdag verify`)")
+    p.add_argument("--chain", action="store_true",
+                   help="with --json: each line carries its hash, which `wfdag import` checks")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("replay", parents=[common],

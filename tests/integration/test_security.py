@@ -291,3 +291,37 @@ async def test_an_actor_handle_is_not_given_for_another_organizations_execution(
     assert execution_actor(eid, organization_id="org-a") is None  # parked: no runner holds it
     await approve_stage(eid, "gate", "boss", organization_id="org-a")
     assert (await wait_for_workflow(eid, timeout=60)).status == "completed"
+
+
+async def test_an_export_with_its_chain_is_checked_by_the_import(
+    server_url: str, tmp_dir: Path,
+) -> None:
+    """`wfdag events ID --json --chain` carries each event's hash; the importing database
+    recomputes the chain and refuses a file changed on the way, naming the line."""
+    from tests.conftest import create_database
+    from tests.integration.test_projections import wfdag
+
+    flow = await register_chain("exported", [stage("a", "noop"), stage("b", "noop")])
+    eid = await execute_workflow_dag(flow.id, {}, "t")
+    assert (await wait_for_workflow(eid, timeout=60)).status == "completed"
+    export = wfdag("events", eid, "--json", "--chain")
+    assert export.returncode == 0, export.stderr
+    lines = export.stdout.splitlines()
+    assert all(len(json.loads(line)["chain"]) == 64 for line in lines)
+    good, bad = tmp_dir / "good.jsonl", tmp_dir / "bad.jsonl"
+    good.write_text(export.stdout)
+    changed = [json.loads(line) for line in lines]
+    done = next(e for e in changed if e["type"] == "stage_completed")
+    done["output"] = {"forged": True}
+    bad.write_text("\n".join(json.dumps(e) for e in changed) + "\n")
+
+    other = {"WFDAG_DATABASE_URL": await create_database(server_url, "wfdag_evidence")}
+    refused = wfdag("import", str(bad), env=other)
+    assert refused.returncode == 2, refused.stderr
+    assert f"hash chain breaks at seq {done['seq']}" in refused.stderr
+    imported = wfdag("import", str(good), env=other)
+    assert imported.returncode == 0 and "as evidence" in imported.stdout, imported.stderr
+    there = wfdag("events", eid, "--json", env=other)
+    marker = json.loads(there.stdout.splitlines()[-1])
+    assert marker["type"] == "execution_imported" and marker["chain_verified"] is True
+    assert wfdag("verify", eid, env=other).returncode == 0
