@@ -9,7 +9,8 @@ point into a module the operator allowed:
   ``acme.agentsx`` is not).
 * unset: every module except the standard library, built-ins, Ray, and wfdag's own packages.
   (The reference agents and the built-in compensation handlers are named by ``agent_type`` and
-  by handler name, not by import path, and stay allowed.)
+  by handler name, not by import path, and stay allowed; so do wfdag's general-purpose agents,
+  ``actors.agents.builtin:noop`` and ``:sleep``, whatever the setting.)
 * always: no part of the path may start with ``_`` (private functions and modules, dunders).
 
 Checked when a definition is registered, and again on the worker just before the call (the
@@ -22,13 +23,15 @@ import os
 import sys
 from collections.abc import Mapping
 
-__all__ = ["AGENT_MODULES_ENV", "REFUSED_BY_DEFAULT", "agent_path_refusal"]
+__all__ = ["AGENT_MODULES_ENV", "ALWAYS_ALLOWED", "REFUSED_BY_DEFAULT", "agent_path_refusal"]
 
 AGENT_MODULES_ENV = "WFDAG_AGENT_MODULES"
 
 #: Top-level packages no agent may come from unless ``WFDAG_AGENT_MODULES`` names them:
 #: wfdag's own packages and the runtime it drives (besides the standard library).
 REFUSED_BY_DEFAULT = frozenset({"actors", "events", "projections", "definitions", "ray"})
+#: wfdag's own general-purpose agents (placeholders, benchmarks): harmless, always allowed.
+ALWAYS_ALLOWED = frozenset({"actors.agents.builtin"})
 
 
 def _prefixes(raw: str) -> list[str]:
@@ -48,6 +51,8 @@ def agent_path_refusal(path: str, env: Mapping[str, str] | None = None) -> str |
     if private is not None:
         return (f"{path!r} names {private!r}, which starts with '_': private functions and "
                 f"modules are never agents")
+    if module in ALWAYS_ALLOWED:
+        return None
     raw = (os.environ if env is None else env).get(AGENT_MODULES_ENV, "").strip()
     if raw:
         allowed = _prefixes(raw)

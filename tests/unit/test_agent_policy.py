@@ -56,7 +56,8 @@ def test_hostile_compensation_handlers_are_refused_too(path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["tests.agents:noop", "bench.agents:blob", "acme.crm:score",
-                                  "x:y"])
+                                  "x:y", "actors.agents.builtin:noop",
+                                  "actors.agents.builtin:sleep"])
 def test_users_own_modules_and_built_in_handlers_stay_allowed(path: str) -> None:
     assert agent_path_refusal(path, {}) is None
     assert validate_workflow_dag(_dag(agent=path, handler="compensateKpiTargets")).valid
@@ -73,6 +74,9 @@ def test_the_allow_list_admits_only_its_prefixes_by_whole_components() -> None:
     assert agent_path_refusal("tests.agents:noop", env) is not None
     # a private name stays refused even inside an allowed package
     assert agent_path_refusal("billing:_charge", env) is not None
+    # wfdag's general-purpose agents are allowed whatever the list says
+    assert agent_path_refusal("actors.agents.builtin:sleep", env) is None
+    assert agent_path_refusal("actors.agents.builtin:_x", env) is not None
 
 
 def test_the_worker_refuses_before_importing(monkeypatch: pytest.MonkeyPatch) -> None:
