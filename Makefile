@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-quick clean
+.PHONY: run test lint browser bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,19 @@ lint: $(VENV)/.installed-test
 	$(BIN)/lint-imports
 	$(BIN)/python tests/module_sizes.py
 
-# The suite takes ~10 minutes here; a hang is cut off at 40 (SIGINT: pytest still prints the
+# The console's browser tests drive Debian's Chromium: installed here when it is missing (as
+# root, or with sudo).  Playwright (a Python test dependency) never downloads a browser.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the console's browser tests (apt-get)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium >/dev/null; }
+
+# The suite takes ~13 minutes here; a hang is cut off at 40 (SIGINT: pytest still prints the
 # summary of what failed), well inside CI's 90.
-test: lint
+test: lint browser
 	timeout --signal=INT --kill-after=60 40m $(BIN)/python -m pytest
 
 clean:

@@ -97,6 +97,10 @@ class Settings:
     ray_log_to_driver: bool = False
     #: Custom Ray resources every runner asks for (keeps runners on nodes that offer them).
     runner_resources: dict[str, float] = field(default_factory=dict)
+    #: Where the service serves the console (``WFDAG_UI_HOST``, ``WFDAG_UI_PORT``; port 0: any
+    #: free port, said in ``service.json`` and by ``wfdag ui``).
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8377
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -110,6 +114,8 @@ class Settings:
             ray_dashboard=env.get("WFDAG_RAY_DASHBOARD", "1") == "1",
             ray_log_to_driver=env.get("WFDAG_RAY_LOG_TO_DRIVER") == "1",
             runner_resources=_resources(env.get("WFDAG_RUNNER_RESOURCES")),
+            ui_host=env.get("WFDAG_UI_HOST") or "127.0.0.1",
+            ui_port=max(0, _int(env, "WFDAG_UI_PORT", 8377)),
         )
 
 

@@ -15,6 +15,8 @@ __all__ = ["COLOURS", "to_dot", "to_mermaid", "to_svg"]
 COLOURS: dict[str, str] = {
     "pending": "#ffffff",
     "running": "#9ecbff",
+    "waiting": "#f9e2af",
+    "retrying": "#fcd5b5",
     "completed": "#a6e3a1",
     "failed": "#f38ba8",
     "skipped": "#d0d0d0",
@@ -145,7 +147,8 @@ def to_svg(dag: WorkflowDAG, states: Mapping[str, str] | None = None) -> str:
         x, y = pos[stage.id]
         state = (states or {}).get(stage.id, "pending")
         out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{box_w}" height="{box_h}" rx="9" '
-                   f'fill="{COLOURS[state]}" stroke="#333" stroke-width="1.2"/>')
+                   f'fill="{COLOURS.get(state, "#ffffff")}" stroke="#333" '
+                   f'stroke-width="1.2"/>')
         out.append(f'<text x="{x + box_w / 2:.1f}" y="{y + 22:.1f}" font-size="13" '
                    f'text-anchor="middle">{html.escape(stage.name[:30])}</text>')
         sub = stage.id + (f" · {state}" if states else "")

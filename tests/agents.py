@@ -36,8 +36,9 @@ def noop(ctx: StageContext) -> dict[str, Any]:
 
 
 def flaky_connection(ctx: StageContext) -> dict[str, Any]:
-    """ConnectionError on attempts 1 and 2, success on 3."""
+    """ConnectionError on attempts 1 and 2 (after ``fail_seconds``), success on 3."""
     if ctx.attempt < 3:
+        time.sleep(float(ctx.context.get("fail_seconds", 0)))
         raise ConnectionError(f"connection reset (attempt {ctx.attempt})")
     return {"succeeded_on": ctx.attempt}
 
@@ -221,6 +222,11 @@ def persists_to(ctx: StageContext) -> dict[str, Any]:
     finally:
         DATABASE_URL.reset(token)
     return {"ok": True}
+
+
+def html_output(ctx: StageContext) -> dict[str, Any]:
+    """An output (and a page title) full of HTML: the console must show it as text."""
+    return {"note": '<img src=x onerror="document.title=\'pwned\'"><b id="injected">bold</b>'}
 
 
 def where(ctx: StageContext) -> dict[str, Any]:

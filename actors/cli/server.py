@@ -89,6 +89,8 @@ async def cmd_server(args: argparse.Namespace) -> int:
         else:
             out(f"wfdag service up: pid {record.pid}, Ray at {record.ray_address}, "
                 f"{record.pool_size} runners, database {record.database}")
+            if record.console_url:
+                out(f"console at {record.console_url} (`wfdag ui` opens it with its token)")
         return 0
     if args.action == "stop":
         stopped = stop_service()
@@ -113,6 +115,33 @@ async def cmd_server(args: argparse.Namespace) -> int:
     return 0 if report["up"] else 1
 
 
+async def cmd_ui(args: argparse.Namespace) -> int:
+    """The console's address (with its token: a link that logs the browser in), or the token
+    alone (``--token``)."""
+    from actors.cli.execute import UsageError
+    from actors.console import console_token
+    from actors.service import live_service
+
+    record = live_service()
+    if args.token:
+        token = console_token(create=False)
+        if token is None:
+            raise UsageError("no console token yet: `wfdag server start` makes one")
+        out(token)
+        return 0
+    if record is None or not record.console_url:
+        say("no console: the wfdag service is not running (`wfdag server start`), or its "
+            "port was taken (see its log, and set WFDAG_UI_PORT)")
+        return 1
+    token = console_token(create=False) or ""
+    link = f"{record.console_url}?token={token}"
+    if args.json:
+        out_json({"url": record.console_url, "login": link})
+    else:
+        out(link)
+    return 0
+
+
 def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("server", parents=[common], help="the service that owns the runners: "
                        "start | stop | status (exit 0 only when it is up)")
@@ -120,3 +149,8 @@ def add_verbs(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--foreground", action="store_true",
                    help="with start: run the service in this process (for a supervisor)")
     p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("ui", parents=[common], help="the console's address, with its token "
+                       "(open it in a browser); --token: the token alone")
+    p.add_argument("--token", action="store_true", help="print the access token only")
+    p.set_defaults(func=cmd_ui)

@@ -16,10 +16,12 @@ would end it anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from actors.logs import configure, get_logger
 
@@ -27,6 +29,33 @@ __all__ = ["SWEEP_SECONDS", "main", "run_service"]
 
 #: How often the service looks for runners to replace and executions nobody drives.
 SWEEP_SECONDS = 30.0
+
+
+async def _start_console(log: Any) -> tuple[Any, str | None]:
+    """Serve the console (``WFDAG_UI_HOST:WFDAG_UI_PORT``); a port that is taken is said, and
+    the service runs on without it."""
+    from actors.console import console_token, start_console
+    from actors.runtime import settings
+
+    config = settings()
+    token = console_token()
+    assert token is not None
+    try:
+        runner = await start_console(config.ui_host, config.ui_port, token)
+    except OSError as exc:
+        log.warning("console.not_started", host=config.ui_host, port=config.ui_port,
+                    error=str(exc), next_step="set WFDAG_UI_PORT to a free port and restart")
+        return None, None
+    port = config.ui_port
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            port = sockets[0].getsockname()[1]
+    host = config.ui_host if ":" not in config.ui_host else f"[{config.ui_host}]"
+    url = f"http://{host}:{port}/"
+    log.warning("console.ready", url=url)
+    return runner, url
 
 
 async def _serve(stop: asyncio.Event) -> bool:
@@ -57,10 +86,12 @@ async def _serve(stop: asyncio.Event) -> bool:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    console, console_url = await _start_console(log)
     record = ServiceRecord(
         pid=me, started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ray_address=str(ray.get_runtime_context().gcs_address), database=redact_url(url),
-        database_fingerprint=database_fingerprint(url), pool_size=report["pool"])
+        database_fingerprint=database_fingerprint(url), pool_size=report["pool"],
+        console_url=console_url)
     record.save()
     log.warning("service.ready", pid=record.pid, ray_address=record.ray_address,
                 pool=record.pool_size, resumed=len(report["resumed"]))
@@ -89,6 +120,9 @@ async def _serve(stop: asyncio.Event) -> bool:
                             next_step=f"retrying in {SWEEP_SECONDS:g}s")
     finally:
         stop.set()
+        if console is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(console.cleanup(), 10)
         try:
             await asyncio.wait_for(scheduler, 10)
         except Exception as exc:

@@ -72,6 +72,7 @@ class ServiceRecord:
     database_fingerprint: str  # for matching callers to it
     pool_size: int
     dashboard_url: str | None = None
+    console_url: str | None = None
 
     def save(self) -> None:
         path = record_path()

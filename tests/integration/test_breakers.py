@@ -206,8 +206,12 @@ async def test_concurrent_flaky_runs_complete_while_the_breaker_opens_and_half_o
         "call", "flaky_connection",
         retry={"max_attempts": 4, "initial_delay_ms": 50, "max_delay_ms": 200},
         circuit_breaker={"failure_threshold": 3, "cooldown_seconds": 1.0})])
+    # Each failing call takes 0.4 s, so the four runs' failures overlap as concurrent calls
+    # to a troubled downstream do (with instant failures a run that got ahead could succeed
+    # first and reset the count: the breaker would never open).
     ids = await asyncio.gather(*[
-        execute_workflow_dag(dag.id, {"dir": str(tmp_dir)}, "t") for _ in range(4)])
+        execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "fail_seconds": 0.4}, "t")
+        for _ in range(4)])
     results = await asyncio.gather(*[wait_for_workflow(i, timeout=90) for i in ids])
     assert [r.status for r in results] == ["completed"] * 4, [r.error_message for r in results]
     everything = [e for i in ids for e in await events_of(i)]

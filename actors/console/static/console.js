@@ -1,0 +1,208 @@
+// wfdag console: plain JS, no build step.  Everything shown is set as text (never as HTML),
+// so what a stage or an error says cannot run in the page.
+"use strict";
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { credentials: "same-origin" });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+function duration(item) {
+  if (!item.started_at) return "";
+  const end = item.completed_at ? new Date(item.completed_at) : new Date();
+  const seconds = (end - new Date(item.started_at)) / 1000;
+  return seconds < 120 ? `${seconds.toFixed(1)} s` : `${(seconds / 60).toFixed(1)} min`;
+}
+
+function live(url, onEvent) {
+  const status = document.getElementById("live");
+  const source = new EventSource(url);
+  source.onopen = () => { status.textContent = "live"; };
+  source.onerror = () => { status.textContent = "reconnecting…"; };
+  source.onmessage = (message) => onEvent(JSON.parse(message.data));
+  return source;
+}
+
+// --- the list of executions -------------------------------------------------------------
+function listPage() {
+  const form = document.getElementById("filters");
+  const body = document.querySelector("#executions tbody");
+  const more = document.getElementById("more");
+  let cursor = null;
+  let timer = null;
+
+  function query(withCursor) {
+    const params = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) if (value) params.set(key, value);
+    params.set("limit", "50");
+    if (withCursor && cursor) params.set("cursor", cursor);
+    return `/api/executions?${params}`;
+  }
+
+  function row(item) {
+    const tr = el("tr");
+    tr.dataset.id = item.execution_id;
+    tr.append(el("td", item.started_at ? new Date(item.started_at).toLocaleString() : ""));
+    const link = el("a", item.execution_id);
+    link.href = `/executions/${encodeURIComponent(item.execution_id)}`;
+    const cell = el("td");
+    cell.append(link);
+    tr.append(cell, el("td", item.workflow_id));
+    const status = el("td");
+    status.append(el("span", item.status, `status ${item.status}`));
+    tr.append(status, el("td", item.current_stage || ""), el("td", duration(item)),
+              el("td", item.organization_id || ""));
+    return tr;
+  }
+
+  async function load(append) {
+    const page = await getJSON(query(append));
+    if (!append) body.replaceChildren();
+    for (const item of page.items) body.append(row(item));
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    document.getElementById("count").textContent = `${body.children.length} shown`;
+  }
+
+  form.addEventListener("submit", (event) => { event.preventDefault(); load(false); });
+  more.addEventListener("click", () => load(true));
+  live("/api/stream", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => load(false), 150);  // a burst of appends is one refresh
+  });
+  load(false).catch((error) => body.replaceChildren(el("tr", error.message, "error")));
+}
+
+// --- one execution ----------------------------------------------------------------------
+function executionPage() {
+  const eid = decodeURIComponent(location.pathname.split("/").pop());
+  const slider = document.getElementById("slider");
+  const base = `/api/executions/${encodeURIComponent(eid)}`;
+  let last = 1;
+  let following = true;  // the slider sits at the newest event: follow the log live
+
+  function action(label, path, body, question) {
+    const button = el("button", label);
+    button.type = "button";
+    button.dataset.action = path;
+    button.addEventListener("click", async () => {
+      if (!window.confirm(question)) return;
+      try {
+        await post(`${base}/${path}`, body());
+        await load();
+      } catch (error) {
+        document.getElementById("actions").append(el("p", error.message, "error"));
+      }
+    });
+    return button;
+  }
+
+  function renderActions(data) {
+    const box = document.getElementById("actions");
+    box.replaceChildren();
+    const status = data.status.status;
+    for (const stage of data.waiting_approvals) {
+      box.append(action(`approve ${stage}`, "approve", () => ({ stage }),
+                        `Approve stage ${stage}?`));
+      box.append(action(`reject ${stage}`, "reject",
+                        () => ({ stage, reason: window.prompt("Why?") || "rejected" }),
+                        `Reject stage ${stage}? It fails for good.`));
+    }
+    for (const name of data.waiting_signals) {
+      box.append(action(`signal ${name}`, "signal", () => ({ name }),
+                        `Send signal ${name}?`));
+    }
+    const ended = ["completed", "failed", "rolled_back", "cancelled"].includes(status);
+    if (!ended) box.append(action("cancel", "cancel", () => ({}), "Cancel this execution?"));
+    if (status === "completed" || status === "failed") {
+      box.append(action("roll back", "rollback", () => ({}), "Roll back its stages?"));
+    }
+    if (status === "failed" || status === "rolled_back") {
+      box.append(action("retry", "retry", () => ({}), "Start it again?"));
+    }
+  }
+
+  function renderAt(data) {
+    const body = document.querySelector("#stages tbody");
+    body.replaceChildren();
+    for (const stage of data.stages) {
+      const tr = el("tr");
+      tr.dataset.stage = stage.id;
+      const state = el("td");
+      state.append(el("span", stage.status, `status ${stage.status}`));
+      const said = el("td", stage.error || stage.output || "", stage.error ? "error" : "said");
+      tr.append(el("td", stage.name), el("td", stage.kind), state, el("td", stage.attempts),
+                said);
+      body.append(tr);
+    }
+    document.getElementById("asof").textContent =
+      `as of event ${data.at.last_seq} of ${last}: ${data.at.status}`;
+    document.getElementById("graph").src = `${base}/graph.svg?seq=${data.at.last_seq}`;
+  }
+
+  async function load() {
+    const data = await getJSON(base);
+    last = data.events.length;
+    document.getElementById("title").textContent = `${data.status.workflow_id} · ${eid}`;
+    const summary = document.getElementById("summary");
+    summary.replaceChildren(el("span", data.status.status, `status ${data.status.status}`),
+                            el("span", ` started ${data.status.started_at || ""}`),
+                            el("p", data.status.error_message || "", "error"));
+    slider.max = String(last);
+    if (following) slider.value = String(last);
+    renderActions(data);
+    const events = document.querySelector("#events tbody");
+    events.replaceChildren();
+    for (const e of data.events) {
+      const tr = el("tr");
+      tr.append(el("td", e.seq), el("td", e.at), el("td", e.type), el("td", e.stage_id || ""),
+                el("td", e.attempt || ""), el("td", e.error || "", "error"));
+      events.append(tr);
+    }
+    if (following) renderAt(data);
+    else await travel();
+  }
+
+  async function travel() {
+    renderAt(await getJSON(`${base}?seq=${slider.value}`));
+  }
+
+  slider.addEventListener("input", () => {
+    following = Number(slider.value) >= last;
+    travel();
+  });
+  document.getElementById("now").addEventListener("click", () => {
+    following = true;
+    load();
+  });
+  let timer = null;
+  live(`/api/stream?execution=${encodeURIComponent(eid)}`, () => {
+    clearTimeout(timer);
+    timer = setTimeout(load, 100);
+  });
+  load().catch((error) => {
+    document.getElementById("summary").replaceChildren(el("p", error.message, "error"));
+  });
+}
+
+if (document.body.dataset.page === "list") listPage();
+else executionPage();
