@@ -15,12 +15,13 @@ import contextlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 import actors.api as api
+from actors.console.common import json_response, org_of, page, user_of
+from actors.console.operations import ROUTES as OPERATIONS
 from actors.logs import get_logger
 from definitions import InvalidArgumentError, WfdagError
 from events import NOTIFY_CHANNEL, fold
@@ -35,23 +36,6 @@ _STATUS_OF_EXIT = {2: 400, 3: 404, 4: 504, 1: 409}
 _STATIC = ("console.css", "console.js")
 _TOKEN_KEY = web.AppKey("token", str)
 _FEED_KEY: web.AppKey[Feed] = web.AppKey("feed")
-
-
-def _page(name: str) -> str:
-    return resources.files("actors.console").joinpath("static", name).read_text()
-
-
-def _org(request: web.Request) -> str | None:
-    org = request.headers.get("X-Wfdag-Org") or request.cookies.get("wfdag_org")
-    return org or None
-
-
-def _user(request: web.Request) -> str:
-    return request.headers.get("X-Wfdag-User") or request.cookies.get("wfdag_user") or "console"
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda v: json.dumps(v, default=str))
 
 
 @web.middleware
@@ -79,15 +63,15 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except WfdagError as exc:
-        return _json({"error": str(exc)}, _STATUS_OF_EXIT.get(exc.exit_code, 409))
+        return json_response({"error": str(exc)}, _STATUS_OF_EXIT.get(exc.exit_code, 409))
 
 
 async def _index(_request: web.Request) -> web.Response:
-    return web.Response(text=_page("index.html"), content_type="text/html")
+    return web.Response(text=page("index.html"), content_type="text/html")
 
 
 async def _execution_page(_request: web.Request) -> web.Response:
-    return web.Response(text=_page("execution.html"), content_type="text/html")
+    return web.Response(text=page("execution.html"), content_type="text/html")
 
 
 async def _static(request: web.Request) -> web.Response:
@@ -95,7 +79,7 @@ async def _static(request: web.Request) -> web.Response:
     if name not in _STATIC:
         raise web.HTTPNotFound()
     kind = "text/css" if name.endswith(".css") else "application/javascript"
-    return web.Response(text=_page(name), content_type=kind)
+    return web.Response(text=page(name), content_type=kind)
 
 
 async def _list(request: web.Request) -> web.Response:
@@ -104,17 +88,17 @@ async def _list(request: web.Request) -> web.Response:
         limit = int(q.get("limit", "50"))
     except ValueError:
         raise InvalidArgumentError(f"limit must be a number, got {q['limit'][:20]!r}") from None
-    page = await api.list_executions(
+    found = await api.list_executions(
         status=q.get("status") or None, workflow_id=q.get("workflow") or None,
-        organization_id=_org(request), since=q.get("since") or None, limit=limit,
+        organization_id=org_of(request), since=q.get("since") or None, limit=limit,
         cursor=q.get("cursor") or None)
-    return _json(page.model_dump(mode="json"))
+    return json_response(found.model_dump(mode="json"))
 
 
 async def _state_at(request: web.Request) -> tuple[Any, list[Any]]:
     """The execution's state after event ``seq`` (the last one by default), and its log."""
     eid = request.match_info["eid"]
-    events = await api.get_execution_events(eid, organization_id=_org(request))
+    events = await api.get_execution_events(eid, organization_id=org_of(request))
     seq = request.query.get("seq")
     upto = len(events)
     if seq:
@@ -171,16 +155,17 @@ def _event_row(event: Any) -> dict[str, Any]:
 
 async def _execution(request: web.Request) -> web.Response:
     state, events = await _state_at(request)
-    status = await api.get_workflow_status(state.execution_id, organization_id=_org(request))
+    status = await api.get_workflow_status(state.execution_id, organization_id=org_of(request))
     snap = snapshot(state)
     dag = state.require_dag()
     waiting = [s.id for s in dag.stages if _stage_state(state.stages[s.id]) == "waiting"]
-    return _json({
+    return json_response({
         "status": status.model_dump(mode="json"),
         "at": snap.model_dump(mode="json"),
         "stages": [{"id": s.id, "name": s.name, "kind": s.kind,
                     "status": _stage_state(state.stages[s.id]),
                     "attempts": state.stages[s.id].attempts,
+                    "duration_ms": state.stages[s.id].duration_ms,
                     "output": _shown(state.stages[s.id].output),
                     "error": _shown(state.stages[s.id].error)} for s in dag.stages],
         "waiting_approvals": [s for s in waiting if dag.stage(s).kind == "approval"],
@@ -209,7 +194,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 async def _act(request: web.Request) -> web.Response:
     """approve | reject | signal | cancel | rollback | retry: each a call of the public API."""
     eid, action = request.match_info["eid"], request.match_info["action"]
-    body, org, user = await _body(request), _org(request), _user(request)
+    body, org, user = await _body(request), org_of(request), user_of(request)
     get_logger(execution_id=eid).info("console.action", action=action, user=user)
     result: Any
     if action == "approve":
@@ -230,11 +215,12 @@ async def _act(request: web.Request) -> web.Response:
     elif action == "rollback":
         result = await api.rollback_workflow(eid, user, organization_id=org)
     elif action == "retry":
-        return _json({"execution_id": await api.retry_failed_workflow(
+        return json_response({"execution_id": await api.retry_failed_workflow(
             eid, user, organization_id=org)})
     else:
         raise web.HTTPNotFound()
-    return _json(result.model_dump(mode="json") if hasattr(result, "model_dump") else result)
+    return json_response(result.model_dump(mode="json") if hasattr(result, "model_dump")
+                         else result)
 
 
 class Feed:
@@ -285,7 +271,7 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``data: {"execution_id", "seq", "type"}`` for each append the
     caller may see (``?execution=ID``: of that execution only)."""
     feed = request.app[_FEED_KEY]
-    org, only = _org(request), request.query.get("execution")
+    org, only = org_of(request), request.query.get("execution")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -339,6 +325,7 @@ def build_app(token: str) -> web.Application:
         web.get("/api/executions/{eid}/graph.svg", _graph),
         web.post("/api/executions/{eid}/{action}", _act),
         web.get("/api/stream", _stream),
+        *OPERATIONS,
     ])
     return app
 

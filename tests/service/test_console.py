@@ -101,7 +101,10 @@ def test_every_route_needs_the_token_and_organizations_stay_apart(
     routes = [("GET", "/"), ("GET", f"/executions/{eid}"), ("GET", "/static/console.js"),
               ("GET", "/api/executions"), ("GET", f"/api/executions/{eid}"),
               ("GET", f"/api/executions/{eid}/graph.svg"), ("GET", "/api/stream"),
-              ("POST", f"/api/executions/{eid}/cancel")]
+              ("POST", f"/api/executions/{eid}/cancel"), ("GET", "/operations"),
+              ("GET", "/api/workflows"), ("GET", "/api/breakers"), ("GET", "/api/schedules"),
+              ("POST", "/api/breakers/console-flow-v1/show/reset"),
+              ("POST", "/api/schedules/nope/trigger")]
     for method, path in routes:
         for bad in (None, "not-the-token", ""):
             status, _, _ = ui.request(method, path, token=bad)
@@ -136,6 +139,25 @@ def test_every_route_needs_the_token_and_organizations_stay_apart(
     gate_done = "gate · completed".encode()
     assert gate_done not in earlier[2] and gate_done in now[2]  # time travel: event 2
     assert done["status"] == "completed"
+
+    # Operations: workflows with their metrics (the organization's), breakers, schedules.
+    flows = {w["id"]: w for w in ui.json("GET", "/api/workflows", org="org-a")["items"]}
+    assert flows["console-flow-v1"]["metrics"]["completed"] == 1
+    assert {w["id"]: w for w in ui.json("GET", "/api/workflows", org="org-b")["items"]}[
+        "console-flow-v1"]["metrics"]["total"] == 0
+    made = svc.wfdag("schedule", "create", "console-flow-v1", "0 6 1 * *", "--id", "monthly",
+                     "--context", json.dumps({"organizationId": "org-a"}), "--org", "org-a")
+    assert made.returncode == 0, made.stderr
+    assert [s["schedule_id"] for s in ui.json("GET", "/api/schedules", org="org-a")[
+        "items"]] == ["monthly"]
+    assert ui.json("GET", "/api/schedules", org="org-b")["items"] == []
+    paused = ui.json("POST", "/api/schedules/monthly/pause", org="org-a")
+    assert paused["paused"] is True
+    status, _, _ = ui.request("POST", "/api/schedules/monthly/resume", org="org-b")
+    assert status == 404
+    assert ui.json("GET", "/api/breakers", org="org-a")["items"] == []
+    reset = ui.json("POST", "/api/breakers/console-flow-v1/show/reset", org="org-a")
+    assert reset["state"] == "closed" and reset["organization_id"] == "org-a"
 
 
 def test_the_feed_streams_appends_live(console: tuple[Service, Console]) -> None:
@@ -246,6 +268,11 @@ def test_the_console_in_a_real_browser(console: tuple[Service, Console],
                 "() => document.getElementById('graph').complete && "
                 "document.getElementById('graph').src.includes('seq=')")
             page.screenshot(path=str(SHOTS / "slider.png"), full_page=True)
+
+            page.goto(f"{base}/operations")
+            expect(page.locator('tr[data-workflow="console-browser-v1"]')).to_contain_text(
+                "100.0 %", timeout=10_000)
+            page.screenshot(path=str(SHOTS / "operations.png"), full_page=True)
 
             second = run()
             page.goto(f"{base}/executions/{second}")

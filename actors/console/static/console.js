@@ -42,6 +42,37 @@ function live(url, onEvent) {
   return source;
 }
 
+// A small bar chart drawn as SVG elements (labels set as text).
+function bars(values, labels, { width = 360, height = 120, unit = "", sparse = false } = {}) {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(height + 30));
+  svg.setAttribute("class", "chart");
+  const top = Math.max(1, ...values);
+  const step = width / Math.max(1, values.length);
+  values.forEach((value, k) => {
+    const h = (value / top) * height;
+    const rect = document.createElementNS(NS, "rect");
+    rect.setAttribute("x", String(k * step + 2));
+    rect.setAttribute("y", String(height - h));
+    rect.setAttribute("width", String(Math.max(1, step - 4)));
+    rect.setAttribute("height", String(h));
+    rect.setAttribute("fill", "#7aa2d6");
+    const tip = document.createElementNS(NS, "title");
+    tip.textContent = `${labels[k]}: ${value}${unit}`;
+    rect.append(tip);
+    const text = document.createElementNS(NS, "text");
+    text.setAttribute("x", String(k * step + step / 2));
+    text.setAttribute("y", String(height + 14));
+    text.setAttribute("font-size", "10");
+    text.setAttribute("text-anchor", "middle");
+    text.textContent = !sparse || k === 0 || k === values.length - 1 ? labels[k] : "";
+    svg.append(rect, text);
+  });
+  return svg;
+}
+
 // --- the list of executions -------------------------------------------------------------
 function listPage() {
   const form = document.getElementById("filters");
@@ -154,6 +185,10 @@ function executionPage() {
                 said);
       body.append(tr);
     }
+    const timed = data.stages.filter((stage) => stage.duration_ms !== null);
+    document.getElementById("durations").replaceChildren(
+      bars(timed.map((stage) => stage.duration_ms), timed.map((stage) => stage.id),
+           { unit: " ms" }));
     document.getElementById("asof").textContent =
       `as of event ${data.at.last_seq} of ${last}: ${data.at.status}`;
     document.getElementById("graph").src = `${base}/graph.svg?seq=${data.at.last_seq}`;
@@ -204,5 +239,83 @@ function executionPage() {
   });
 }
 
-if (document.body.dataset.page === "list") listPage();
-else executionPage();
+// --- workflows, breakers, schedules ----------------------------------------------------
+function operationsPage() {
+  const problem = document.getElementById("problem");
+
+  function button(label, action, url, question) {
+    const b = el("button", label);
+    b.type = "button";
+    b.dataset.action = action;
+    b.addEventListener("click", async () => {
+      if (!window.confirm(question)) return;
+      try { await post(url); await load(); } catch (error) { problem.textContent = error.message; }
+    });
+    return b;
+  }
+
+  function ms(value) { return value === null || value === undefined ? "" : `${Math.round(value)} ms`; }
+
+  async function load() {
+    const [workflows, breakers, schedules] = await Promise.all([
+      getJSON("/api/workflows"), getJSON("/api/breakers"), getJSON("/api/schedules")]);
+    const wbody = document.querySelector("#workflows tbody");
+    wbody.replaceChildren();
+    for (const w of workflows.items) {
+      const m = w.metrics;
+      const stages = Object.entries(m.stages || {}).map(
+        ([id, s]) => `${id}: ${s.runs}/${s.retries}/${s.failures}/${ms(s.p95_duration_ms)}`);
+      const link = el("a", "graph");
+      link.href = `/api/workflows/${encodeURIComponent(w.id)}/graph.svg`;
+      const cell = el("td");
+      cell.append(link);
+      const hist = el("td");
+      const h = w.histogram;
+      if (h.counts.length) {
+        hist.append(bars(h.counts, h.edges_ms.slice(0, -1).map((e) => `${Math.round(e)}`),
+                         { width: 220, height: 50, unit: " runs", sparse: true }));
+      }
+      const tr = el("tr");
+      tr.dataset.workflow = w.id;
+      tr.append(el("td", w.id), el("td", w.version), el("td", w.stages), el("td", m.total),
+                el("td", m.success_rate === null ? "unknown" : `${(m.success_rate * 100).toFixed(1)} %`),
+                el("td", ms(m.p95_duration_ms)), el("td", stages.join(" · ")), hist, cell);
+      wbody.append(tr);
+    }
+    const bbody = document.querySelector("#breakers tbody");
+    bbody.replaceChildren();
+    for (const b of breakers.items) {
+      const tr = el("tr");
+      tr.dataset.breaker = `${b.workflow_id}:${b.stage_id}`;
+      const state = el("td");
+      state.append(el("span", b.state, `status ${b.state}`));
+      const act = el("td");
+      act.append(button("reset", "reset",
+        `/api/breakers/${encodeURIComponent(b.workflow_id)}/${encodeURIComponent(b.stage_id)}/reset`,
+        `Reset breaker ${b.workflow_id}:${b.stage_id}?`));
+      tr.append(el("td", `${b.workflow_id}:${b.stage_id}`), el("td", b.organization_id || "-"),
+                state, el("td", `${b.failure_count}/${b.failure_threshold}`),
+                el("td", b.next_attempt_at || ""), act);
+      bbody.append(tr);
+    }
+    const sbody = document.querySelector("#schedules tbody");
+    sbody.replaceChildren();
+    for (const s of schedules.items) {
+      const base = `/api/schedules/${encodeURIComponent(s.schedule_id)}`;
+      const act = el("td");
+      act.append(s.paused ? button("resume", "resume", `${base}/resume`, `Resume ${s.schedule_id}?`)
+                          : button("pause", "pause", `${base}/pause`, `Pause ${s.schedule_id}?`),
+                 button("trigger", "trigger", `${base}/trigger`, `Run ${s.schedule_id} now?`));
+      const tr = el("tr");
+      tr.dataset.schedule = s.schedule_id;
+      tr.append(el("td", s.schedule_id), el("td", s.workflow_id), el("td", `${s.cron} (${s.timezone})`),
+                el("td", s.paused ? "paused" : "active"), el("td", s.next_fire_at), el("td", s.fires), act);
+      sbody.append(tr);
+    }
+  }
+
+  load().catch((error) => { problem.textContent = error.message; });
+}
+
+const PAGES = { list: listPage, execution: executionPage, operations: operationsPage };
+PAGES[document.body.dataset.page]();
