@@ -24,7 +24,7 @@ from actors.console.common import json_response, org_of, page, user_of
 from actors.console.operations import ROUTES as OPERATIONS
 from actors.logs import get_logger
 from definitions import InvalidArgumentError, WfdagError
-from events import NOTIFY_CHANNEL, fold
+from events import NOTIFY_CHANNEL, fold, upstream_outputs
 from events.secrets import SEALED, is_secret_key
 from projections import snapshot
 from projections.graph import to_svg
@@ -144,12 +144,19 @@ def _stage_state(stage: Any) -> str:
 
 
 def _event_row(event: Any) -> dict[str, Any]:
+    """An event as the timeline shows it: an attempt with its duration, retry delay and the
+    breaker as it met it; a deferral with the time it waits for."""
     data = event.model_dump(mode="json")
-    row = {k: data.get(k) for k in ("seq", "type", "stage_id", "at", "attempt",
-                                    "retry_delay_ms")}
+    row = {k: data.get(k) for k in ("seq", "type", "stage_id", "at", "attempt", "duration_ms",
+                                    "retry_delay_ms", "retry_at")}
     error = data.get("error")
     if isinstance(error, dict):
         row["error"] = f"{error.get('type')}: {str(error.get('message'))[:300]}"
+    breaker = data.get("breaker")
+    if isinstance(breaker, dict):
+        row["breaker"] = " ".join(str(x) for x in (
+            breaker.get("state"), breaker.get("failure_count"), breaker.get("transition"))
+            if x is not None)
     return row
 
 
@@ -166,6 +173,7 @@ async def _execution(request: web.Request) -> web.Response:
                     "status": _stage_state(state.stages[s.id]),
                     "attempts": state.stages[s.id].attempts,
                     "duration_ms": state.stages[s.id].duration_ms,
+                    "inputs": _shown(upstream_outputs(state, s.id) or None),
                     "output": _shown(state.stages[s.id].output),
                     "error": _shown(state.stages[s.id].error)} for s in dag.stages],
         "waiting_approvals": [s for s in waiting if dag.stage(s).kind == "approval"],

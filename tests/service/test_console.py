@@ -131,6 +131,11 @@ def test_every_route_needs_the_token_and_organizations_stay_apart(
                        body={"stage": "gate", "comment": "ok"})
     assert approved["execution_id"] == eid
     done = svc.wait_for(eid, "completed", 60)
+    detail = ui.json("GET", f"/api/executions/{eid}", org="org-a")
+    show = next(s for s in detail["stages"] if s["id"] == "show")
+    assert show["inputs"] is not None and '"approved": true' in show["inputs"], show
+    attempt = next(e for e in detail["events"] if e["type"] == "stage_attempt")
+    assert attempt["duration_ms"] is not None and attempt["breaker"].startswith("closed")
     events = svc.wfdag("events", eid, "--json").stdout
     assert '"user_id": "console"' in events or '"user_id":"console"' in events, events
     earlier = ui.request("GET", f"/api/executions/{eid}/graph.svg?seq=2")

@@ -33,6 +33,10 @@ function duration(item) {
   return seconds < 120 ? `${seconds.toFixed(1)} s` : `${(seconds / 60).toFixed(1)} min`;
 }
 
+function ms(value) {
+  return value === null || value === undefined ? "" : `${Math.round(value)} ms`;
+}
+
 function live(url, onEvent) {
   const status = document.getElementById("live");
   const source = new EventSource(url);
@@ -182,7 +186,7 @@ function executionPage() {
       state.append(el("span", stage.status, `status ${stage.status}`));
       const said = el("td", stage.error || stage.output || "", stage.error ? "error" : "said");
       tr.append(el("td", stage.name), el("td", stage.kind), state, el("td", stage.attempts),
-                said);
+                el("td", stage.inputs || "", "inputs"), said);
       body.append(tr);
     }
     const timed = data.stages.filter((stage) => stage.duration_ms !== null);
@@ -209,8 +213,11 @@ function executionPage() {
     events.replaceChildren();
     for (const e of data.events) {
       const tr = el("tr");
+      const wait = e.retry_delay_ms !== null && e.retry_delay_ms !== undefined
+        ? `${e.retry_delay_ms} ms` : (e.type === "stage_deferred" ? `until ${e.retry_at}` : "");
       tr.append(el("td", e.seq), el("td", e.at), el("td", e.type), el("td", e.stage_id || ""),
-                el("td", e.attempt || ""), el("td", e.error || "", "error"));
+                el("td", e.attempt || ""), el("td", ms(e.duration_ms)), el("td", wait),
+                el("td", e.breaker || ""), el("td", e.error || "", "error"));
       events.append(tr);
     }
     if (following) renderAt(data);
@@ -253,8 +260,6 @@ function operationsPage() {
     });
     return b;
   }
-
-  function ms(value) { return value === null || value === undefined ? "" : `${Math.round(value)} ms`; }
 
   async function load() {
     const [workflows, breakers, schedules] = await Promise.all([
