@@ -15,19 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.database import DBReader
+from events.store_sql import IN_ORDER, LINK_HOLDS
 
 __all__ = ["ChainReport", "verify_chains"]
 
-_VERIFY = """
+_VERIFY = f"""
 SELECT execution_id::text AS eid, count(*) AS events, max(seq) AS last,
        min(seq) FILTER (WHERE NOT in_order) AS gap_at,
        min(seq) FILTER (WHERE NOT linked) AS link_at,
        bool_or(seq = 1) AS has_start
 FROM (
   SELECT execution_id, seq,
-    chain IS NOT DISTINCT FROM wfdag_link(lag(chain, 1, '') OVER w, execution_id, seq,
-                                          event_type, stage_id, metadata, created_at) AS linked,
-    seq = lag(seq, 1, 0) OVER w + 1 AS in_order
+    {LINK_HOLDS} AS linked, {IN_ORDER} AS in_order
   FROM workflow_events
   WHERE ($1::uuid IS NULL OR execution_id = $1::uuid)
     AND ($2::text IS NULL OR execution_id IN (

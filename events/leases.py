@@ -232,14 +232,15 @@ async def hand_back_unheld(conn: DBConnection, runners: Sequence[str]) -> list[s
 
 
 async def park(lease_conn: DBConnection, execution_id: str, wake_at: datetime | None,
-               version: int) -> bool:
+               version: int | None) -> bool:
     """Keep a parked execution in the queue, not claimable before ``wake_at`` (never, when
     ``None``: only a request wakes it) — unless the log moved past ``version`` meanwhile (a
-    request came in: it stays claimable).  True when parked."""
+    request came in: it stays claimable).  ``version`` ``None``: parked whatever came in (a
+    log that must not run, such as a broken one).  True when parked."""
     status = await lease_conn.execute(
         "UPDATE execution_queue SET not_before = COALESCE($2::timestamptz, 'infinity') "
-        "WHERE execution_id = $1::uuid AND (SELECT last_seq FROM workflow_executions "
-        "WHERE id = $1::uuid) = $3", execution_id, wake_at, version)
+        "WHERE execution_id = $1::uuid AND ($3::int IS NULL OR (SELECT last_seq FROM "
+        "workflow_executions WHERE id = $1::uuid) = $3)", execution_id, wake_at, version)
     return bool(status.endswith(" 1"))
 
 

@@ -79,11 +79,16 @@ RELEASE_SECONDS = 5.0
 _BACKGROUND: set[asyncio.Future[None]] = set()
 
 
-class _Notifier:
-    """One LISTEN connection per store, fanning notifications out to waiters by execution id.
+def _background(work: Awaitable[None]) -> None:
+    """Run ``work`` on its own, kept until it ends."""
+    task = asyncio.ensure_future(work)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
-    (A connection per waiter would let many waiters starve the pool they also read from.)
-    """
+
+class _Notifier:
+    """One LISTEN connection per store, fanning notifications out to waiters by execution id
+    and to taps (a connection per waiter would starve the pool they also read from)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -93,8 +98,11 @@ class _Notifier:
         self.last_type: dict[str, str] = {}
         """The type of the last event notified, per execution someone waits on."""
         self._idle: asyncio.TimerHandle | None = None
+        self._taps: set[Callable[[str], None]] = set()  # given every notification
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        for tap in list(self._taps):
+            tap(str(payload))
         eid, _, rest = str(payload).partition(":")
         waiters = self._waiters.get(eid)
         if waiters:
@@ -105,15 +113,22 @@ class _Notifier:
     def _on_lost(self, conn: Any) -> None:
         if self._conn is conn:
             self._conn = None
-        self._discard_later(conn)  # a dead connection goes back to the pool, never leaks
+        _background(self._discard(conn))  # a dead connection goes back to the pool, never leaks
         for events in self._waiters.values():
             for event in events:
                 event.set()  # waiters re-read, and the next subscribe listens again
+        if self._taps:  # a tap has no loop of its own that would listen again: do it here
+            _background(self._listen_for_taps())
 
-    def _discard_later(self, conn: Any) -> None:
-        task = asyncio.ensure_future(self._discard(conn))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+    async def _listen_for_taps(self) -> None:
+        delay = 0.2
+        while self._taps:
+            try:
+                await asyncio.wait_for(self._ensure(), RELEASE_SECONDS)
+                return
+            except Exception:  # the database is not back yet
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _discard(self, conn: Any) -> None:
         """Give a listening connection back to the pool (bounded: a connection cut off
@@ -162,24 +177,37 @@ class _Notifier:
                 if not waiters:
                     del self._waiters[execution_id]
                     self.last_type.pop(execution_id, None)
-            if not self._waiters and self._idle is None:
-                # Nobody waits: stop listening after a grace (a process that waits no more is
-                # not woken by every append of the cluster; one that waits again soon keeps
-                # its listening connection).
-                self._idle = asyncio.get_running_loop().call_later(
-                    IDLE_UNLISTEN_SECONDS, self._unlisten_if_idle)
+            self._unlisten_later()
+
+    @asynccontextmanager
+    async def tap(self, callback: Callable[[str], None]) -> AsyncIterator[None]:
+        self._taps.add(callback)
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        try:
+            await self._ensure()
+            yield
+        finally:
+            self._taps.discard(callback)
+            self._unlisten_later()
+
+    def _unlisten_later(self) -> None:
+        """Nobody waits: stop listening after a grace (a process that waits no more is not
+        woken by every append of the cluster; one that waits again soon keeps it)."""
+        if not self._waiters and not self._taps and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(
+                IDLE_UNLISTEN_SECONDS, self._unlisten_if_idle)
 
     def _unlisten_if_idle(self) -> None:
         self._idle = None
-        if not self._waiters and self._conn is not None:
-            task = asyncio.ensure_future(self._unlisten())
-            _BACKGROUND.add(task)
-            task.add_done_callback(_BACKGROUND.discard)
+        if not self._waiters and not self._taps and self._conn is not None:
+            _background(self._unlisten())
 
     async def _unlisten(self) -> None:
         async with self._lock:
             conn, self._conn = self._conn, None
-            if self._waiters:  # someone subscribed meanwhile: keep listening
+            if self._waiters or self._taps:  # someone subscribed meanwhile: keep listening
                 self._conn = conn
                 return
             if conn is None:
@@ -235,6 +263,11 @@ class EventStore(DefinitionStore):
         Clear it before reading, then wait on it.  Listening starts at once when the
         database answers within ``timeout`` (else at the caller's next :meth:`relisten`)."""
         return self._notifier.subscribe(parse_execution_id(execution_id), timeout)
+
+    def tap(self, callback: Callable[[str], None]) -> Any:
+        """``async with store.tap(cb):`` — ``cb`` gets every append's notification
+        (``<execution_id>:<last_seq>:<last_type>``), listening again after a lost connection."""
+        return self._notifier.tap(callback)
 
     async def relisten(self, timeout: float | None = None) -> bool:
         """Listen again if the listening connection was lost (a database restart); True when

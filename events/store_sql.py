@@ -1,23 +1,36 @@
-"""The event store's two hot statements: the append (hash-chained) and the checked read."""
+"""The event store's statements: the hash-chained append, the checked read, and the chain
+checks (migration 13's ``wfdag_link`` is the one definition of a link)."""
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "CHAINS", "CHAIN_OF", "READ"]
+__all__ = ["APPEND", "CHAINS", "CHAIN_OF", "IN_ORDER", "LINK_HOLDS", "READ"]
 
-#: The append: every event linked to the one before by its ``chain`` hash (migration 13),
-#: written only when the writer's expected version is the stream's last event.
-APPEND = """
+#: The events of ``$2…$6`` (seqs, types, stages, metadata, times) with their place, and the
+#: ``chain`` each gets from the one before: the start of ``links`` is ``{start}``.
+_LINKS = """
 WITH RECURSIVE u AS (
   SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
        WITH ORDINALITY AS u(s, t, st, m, c, i)
-),
-prev AS (SELECT chain FROM workflow_events WHERE execution_id = $1::uuid AND seq = $7::int),
+),{prev}
 links(i, h) AS (
-  SELECT 0::bigint, CASE WHEN $7::int = 0 THEN '' ELSE (SELECT chain FROM prev) END
+  SELECT 0::bigint, {start}
   UNION ALL
   SELECT u.i, wfdag_link(links.h, $1::uuid, u.s, u.t, u.st, u.m, u.c)
   FROM links JOIN u ON u.i = links.i + 1
-),
+)"""
+
+#: Over a window ``w`` of one log by seq: the event's link holds (its chain is the hash of
+#: the one before and of its own content) / its seq follows the one before.
+LINK_HOLDS = ("chain IS NOT DISTINCT FROM wfdag_link(lag(chain, 1, '') OVER w, execution_id, "
+              "seq, event_type, stage_id, metadata, created_at)")
+IN_ORDER = "seq = lag(seq, 1, 0) OVER w + 1"
+
+#: The append: every event linked to the one before by its ``chain`` hash, written only when
+#: the writer's expected version is the stream's last event.
+APPEND = _LINKS.format(
+    prev="\nprev AS (SELECT chain FROM workflow_events WHERE execution_id = $1::uuid "
+         "AND seq = $7::int),",
+    start="CASE WHEN $7::int = 0 THEN '' ELSE (SELECT chain FROM prev) END") + """,
 ins AS (
   INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata, created_at,
                                chain)
@@ -28,32 +41,21 @@ ins AS (
 ins_count AS (SELECT count(*) AS n FROM ins){ctes}
 SELECT n, pg_notify($8::text, $9::text){selects} FROM ins_count
 """
-#: A stream with each event's link checked: ``intact`` is false where the event's chain is not
-#: the hash of the event before it and of its own content, or where a seq is missing.  The
-#: event at ``$2`` (the last one the reader has) is read too, for the first link.
-READ = """
+
+#: A stream with each event's link checked: ``intact`` is false where the link does not hold
+#: or a seq is missing.  The event at ``$2`` (the last one the reader has) is read too, for the
+#: first link.
+READ = f"""
 SELECT seq, event_type, stage_id, metadata, created_at, intact FROM (
   SELECT seq, event_type, stage_id, metadata, created_at,
-    (chain IS NOT DISTINCT FROM wfdag_link(lag(chain, 1, '') OVER w, execution_id, seq,
-                                           event_type, stage_id, metadata, created_at)
-     AND seq = lag(seq, 1, 0) OVER w + 1) AS intact
+    ({LINK_HOLDS} AND {IN_ORDER}) AS intact
   FROM workflow_events WHERE execution_id = $1::uuid AND seq >= $2 AND seq <= $3
   WINDOW w AS (ORDER BY seq)
 ) linked WHERE seq > $2 ORDER BY seq
 """
 
 #: The chain a whole log would have here, computed without writing it (an import's check).
-CHAIN_OF = """
-WITH RECURSIVE u AS (
-  SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
-       WITH ORDINALITY AS u(s, t, st, m, c, i)
-),
-links(i, h) AS (
-  SELECT 0::bigint, ''::text
-  UNION ALL
-  SELECT u.i, wfdag_link(links.h, $1::uuid, u.s, u.t, u.st, u.m, u.c)
-  FROM links JOIN u ON u.i = links.i + 1
-)
+CHAIN_OF = _LINKS.format(prev="", start="''::text") + """
 SELECT h FROM links WHERE i > 0 ORDER BY i
 """
 

@@ -24,7 +24,7 @@ from actors.console.common import json_response, org_of, page, user_of
 from actors.console.operations import ROUTES as OPERATIONS
 from actors.logs import get_logger
 from definitions import InvalidArgumentError, WfdagError
-from events import NOTIFY_CHANNEL, fold, upstream_outputs
+from events import fold, upstream_outputs
 from events.secrets import SEALED, is_secret_key
 from projections import snapshot
 from projections.graph import to_svg
@@ -232,31 +232,27 @@ async def _act(request: web.Request) -> web.Response:
 
 
 class Feed:
-    """One LISTEN connection for the console, fanned out to its server-sent-event clients."""
+    """The console's clients of server-sent events, fed by a tap on the store's listener (one
+    LISTEN connection, made again after a database restart)."""
 
     def __init__(self) -> None:
         self._clients: set[asyncio.Queue[str]] = set()
-        self._conn: Any = None
+        self._tap: contextlib.AsyncExitStack | None = None
         self._orgs: dict[str, str | None] = {}
 
     async def start(self) -> None:
-        store = await api.ready_store()
-        self._conn = await store.pool.acquire()
-        await self._conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._tap = contextlib.AsyncExitStack()
+        await self._tap.enter_async_context((await api.ready_store()).tap(self._on_notify))
 
     async def stop(self) -> None:
-        if self._conn is not None:
-            store = await api.ready_store()
-            with contextlib.suppress(Exception):
-                await self._conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            with contextlib.suppress(Exception):
-                await store.pool.release(self._conn, timeout=5)
-            self._conn = None
+        if self._tap is not None:
+            await self._tap.aclose()
+            self._tap = None
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+    def _on_notify(self, payload: str) -> None:
         for queue in list(self._clients):
             with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(str(payload))
+                queue.put_nowait(payload)
 
     async def org_of(self, execution_id: str) -> str | None:
         if execution_id not in self._orgs:

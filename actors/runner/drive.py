@@ -74,7 +74,7 @@ class Drive(StageCalls):
         #: Set when someone else appended a request (a cancel) to this execution's log.
         self._requested = requested if requested is not None else asyncio.Event()
         #: Set when the drive parked the execution: (its next wake time, the log's version).
-        self.parked: tuple[datetime | None, int] | None = None
+        self.parked: tuple[datetime | None, int | None] | None = None
         self._committed = 0  # the last seq known to be in the log
         self._store = store
         self._conn = lease_conn
@@ -102,10 +102,7 @@ class Drive(StageCalls):
                     # it, and it parks again) until an operator restores it.
                     log.error("execution.chain_broken", seq=exc.seq,
                               next_step=f"wfdag verify {self.execution_id}")
-                    last = await self._conn.fetchval(
-                        "SELECT last_seq FROM workflow_executions WHERE id = $1::uuid",
-                        self.execution_id)
-                    self.parked = (None, int(last or 0))
+                    self.parked = (None, None)  # parked whatever comes in
                     return DriveOutcome.PARKED
                 if not events:
                     log.error("execution.no_stream")

@@ -325,3 +325,40 @@ async def test_an_export_with_its_chain_is_checked_by_the_import(
     marker = json.loads(there.stdout.splitlines()[-1])
     assert marker["type"] == "execution_imported" and marker["chain_verified"] is True
     assert wfdag("verify", eid, env=other).returncode == 0
+
+
+async def test_a_runner_leaves_a_log_edited_under_it_unrun(store: EventStore) -> None:
+    """A waiting execution's first event edited in the table: the API refuses to act on it,
+    and a runner that takes it up (woken by hand) parks it again without running anything;
+    restored, it runs on."""
+    from definitions import BrokenChainError
+
+    flow = await register_chain("edited", [gate(), stage("after", "noop")])
+    eid = await execute_workflow_dag(flow.id, {"amount": 10}, "ann")
+    await status_is(eid, "waiting")
+    original = await store.pool.fetchval(
+        "SELECT metadata FROM workflow_events WHERE execution_id = $1::uuid AND seq = 1", eid)
+    forged = {**original, "context": {**original["context"], "amount": 10_000}}
+    await store.pool.execute("UPDATE workflow_events SET metadata = $2 WHERE execution_id = "
+                             "$1::uuid AND seq = 1", eid, forged)
+    try:
+        with pytest.raises(BrokenChainError, match="broken at seq 1"):
+            await approve_stage(eid, "gate", "boss")
+        before = len(await store.read(eid, check_chain=False))
+        await store.pool.execute(  # wake it as a request would
+            "UPDATE execution_queue SET not_before = NULL WHERE execution_id = $1::uuid;", eid)
+        await store.pool.execute("SELECT pg_notify('wfdag_queue', $1)", eid)
+
+        async def parked_again() -> bool:
+            row = await store.pool.fetchrow(
+                "SELECT runner, not_before FROM execution_queue WHERE execution_id = "
+                "$1::uuid", eid)
+            return row is not None and row["runner"] is None and row["not_before"] is not None
+
+        await eventually(parked_again, timeout=30, what="a runner to park the edited log")
+        assert len(await store.read(eid, check_chain=False)) == before  # nothing was run
+    finally:
+        await store.pool.execute("UPDATE workflow_events SET metadata = $2 WHERE "
+                                 "execution_id = $1::uuid AND seq = 1", eid, original)
+    await approve_stage(eid, "gate", "boss")
+    assert (await wait_for_workflow(eid, timeout=60)).status == "completed"

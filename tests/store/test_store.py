@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -303,3 +304,42 @@ async def test_a_store_listens_only_while_someone_waits(
             await asyncio.wait_for(woken.wait(), 10)
     finally:
         await store.close()
+
+
+async def test_a_tap_hears_every_append_and_listens_again_after_its_connection_dies(
+    database_url: str,
+) -> None:
+    """The console's feed: a tap gets the notifications of every execution, and a listening
+    connection killed under it (a database restart, a cut) is made again by itself."""
+    import os
+
+    pool = await connect_pool(database_url, max_size=3)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    store = EventStore(pool, projectors=[project_executions])
+    heard: list[str] = []
+    try:
+        async with store.tap(heard.append):
+            first = str(uuid.uuid4())
+            await store.append([_initiated(first)], expected_version=0)
+            deadline = asyncio.get_running_loop().time() + 10
+            while not any(p.startswith(first) for p in heard):
+                assert asyncio.get_running_loop().time() < deadline, heard
+                await asyncio.sleep(0.05)
+            cut = await pool.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM "
+                "pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+                f"wfdag:{os.getpid()}")
+            assert cut >= 1
+            second = str(uuid.uuid4())
+            deadline = asyncio.get_running_loop().time() + 20
+            while not any(p.startswith(second) for p in heard):
+                assert asyncio.get_running_loop().time() < deadline, "the tap went deaf"
+                # appended again and again: a notification sent before it listens is lost
+                with contextlib.suppress(ConcurrencyError):
+                    await store.append([_initiated(second)], expected_version=0)
+                await asyncio.sleep(0.2)
+                if not any(p.startswith(second) for p in heard):
+                    second = str(uuid.uuid4())
+    finally:
+        await pool.close()

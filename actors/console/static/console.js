@@ -33,6 +33,23 @@ function duration(item) {
   return seconds < 120 ? `${seconds.toFixed(1)} s` : `${(seconds / 60).toFixed(1)} min`;
 }
 
+// A button that asks first, then calls the API (`act`), then `reload`s the page's data.
+function confirmed(label, action, question, act, reload, failed) {
+  const button = el("button", label);
+  button.type = "button";
+  button.dataset.action = action;
+  button.addEventListener("click", async () => {
+    if (!window.confirm(question)) return;
+    try {
+      await act();
+      await reload();
+    } catch (error) {
+      failed(error);
+    }
+  });
+  return button;
+}
+
 function ms(value) {
   return value === null || value === undefined ? "" : `${Math.round(value)} ms`;
 }
@@ -136,19 +153,9 @@ function executionPage() {
   let following = true;  // the slider sits at the newest event: follow the log live
 
   function action(label, path, body, question) {
-    const button = el("button", label);
-    button.type = "button";
-    button.dataset.action = path;
-    button.addEventListener("click", async () => {
-      if (!window.confirm(question)) return;
-      try {
-        await post(`${base}/${path}`, body());
-        await load();
-      } catch (error) {
-        document.getElementById("actions").append(el("p", error.message, "error"));
-      }
-    });
-    return button;
+    return confirmed(label, path, question, () => post(`${base}/${path}`, body()), load,
+                     (error) => document.getElementById("actions").append(
+                       el("p", error.message, "error")));
   }
 
   function renderActions(data) {
@@ -251,14 +258,8 @@ function operationsPage() {
   const problem = document.getElementById("problem");
 
   function button(label, action, url, question) {
-    const b = el("button", label);
-    b.type = "button";
-    b.dataset.action = action;
-    b.addEventListener("click", async () => {
-      if (!window.confirm(question)) return;
-      try { await post(url); await load(); } catch (error) { problem.textContent = error.message; }
-    });
-    return b;
+    return confirmed(label, action, question, () => post(url), load,
+                     (error) => { problem.textContent = error.message; });
   }
 
   async function load() {
