@@ -34,7 +34,8 @@ bench-quick: $(VENV)/.installed-bench
 	  missing = [k for k in ('chain_throughput_vs_dbos', 'chain_latency_p50_vs_dbos', \
 	  'chain_throughput_vs_ray_floor', 'fork_join_over_critical_path', \
 	  'replay_fold_events_per_s', 'rebuild_vs_scan', 'append_vs_floor', 'scale_completed', \
-	  'scale_peak_rss_mb', 'large_row_vs_log') if k not in d]; assert not missing, missing; print('bench JSON ok')"
+	  'scale_peak_rss_mb', 'large_row_vs_log', 'console_execution_open_ms', \
+	  'console_list_page_big_vs_small') if k not in d]; assert not missing, missing; print('bench JSON ok')"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """wfdag benchmarks: every workload with its floors and its peer, measured in one run.
 
-    python bench/run.py [--quick] [--json FILE] [--only chain,fork_join,replay,append,large,scale]
+    python bench/run.py [--quick] [--json FILE]
+        [--only chain,fork_join,replay,append,large,scale,console]
 
 Prints a table and writes JSON (default ``bench/results/latest.json``).  Every ``*_vs_*`` key
 is a ratio of two figures measured in this same run, on this machine, against the same
@@ -23,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 import psutil  # noqa: E402
+from synthetic import append_log, synthetic_log  # noqa: E402
 
 from definitions import WorkflowDAG  # noqa: E402
 
@@ -395,59 +397,6 @@ async def fork_join(n: int) -> dict[str, float]:
 
 # --- replay and rebuild -----------------------------------------------------------------------
 
-def synthetic_log(eid: str, events_wanted: int) -> list[Any]:
-    """A valid log of about ``events_wanted`` events: a 500-stage chain whose stages each fail
-    a number of attempts before they succeed."""
-    from events import (
-        StageAttempt,
-        StageCompleted,
-        StageStarted,
-        WorkflowCompleted,
-        WorkflowInitiated,
-    )
-
-    stages = 500
-    per_stage = max(3, events_wanted // stages)
-    failures = min(per_stage - 3, 98)
-    ids = [f"st{i}" for i in range(stages)]
-    dag = WorkflowDAG.model_validate({
-        "id": "bench-replay-v1", "name": "replay", "version": 1, "initial_stage": ids[0],
-        "final_stages": [ids[-1]],
-        "stages": [{"id": s, "name": s, "agent": "actors.agents.builtin:noop",
-                    "timeout_seconds": 30,
-                    "retry_config": {"max_attempts": 100, "initial_delay_ms": 0,
-                                     "max_delay_ms": 0}} for s in ids],
-        "transitions": [{"from_stage": a, "to_stage": b} for a, b in itertools.pairwise(ids)],
-    }).model_dump(mode="json")
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    out: list[Any] = [WorkflowInitiated(execution_id=eid, seq=1, at=t0,
-                                        workflow_id="bench-replay-v1", workflow_version=1,
-                                        dag=dag, context={}, user_id="bench")]
-
-    def nxt() -> tuple[int, datetime]:
-        return len(out) + 1, t0 + timedelta(milliseconds=len(out))
-
-    error = {"type": "ConnectionError", "message": "reset", "retryable": True,
-             "status_code": None}
-    for sid in ids:
-        seq, at = nxt()
-        out.append(StageStarted(execution_id=eid, seq=seq, at=at, stage_id=sid))
-        for attempt in range(1, failures + 1):
-            seq, at = nxt()
-            out.append(StageAttempt(execution_id=eid, seq=seq, at=at, stage_id=sid,
-                                    attempt=attempt, outcome="failed", duration_ms=1,
-                                    error=error, retry_delay_ms=0, retry_at=at))
-        seq, at = nxt()
-        out.append(StageAttempt(execution_id=eid, seq=seq, at=at, stage_id=sid,
-                                attempt=failures + 1, outcome="succeeded", duration_ms=1))
-        seq, at = nxt()
-        out.append(StageCompleted(execution_id=eid, seq=seq, at=at, stage_id=sid,
-                                  attempt=failures + 1, output={"n": seq}, duration_ms=1))
-    seq, at = nxt()
-    out.append(WorkflowCompleted(execution_id=eid, seq=seq, at=at, duration_ms=len(out)))
-    return out
-
-
 async def replay(events_in_log: int, rebuild_events: int) -> dict[str, float]:
     from actors.api import rebuild_projections, replay_execution
     from events import fold
@@ -455,9 +404,7 @@ async def replay(events_in_log: int, rebuild_events: int) -> dict[str, float]:
     store = await _data_store()
     eid = str(uuid.uuid4())
     log_events = synthetic_log(eid, events_in_log)
-    for i in range(0, len(log_events), 1000):
-        chunk = log_events[i:i + 1000]
-        await store.append(chunk, expected_version=chunk[0].seq - 1)
+    await append_log(store, log_events)
     t = time.perf_counter()
     snap = await replay_execution(eid)
     read_and_fold_s = time.perf_counter() - t
@@ -635,6 +582,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "append": 50 if quick else 300,
         "scale": 60 if quick else 1000,
         "large": 10 if quick else 60,
+        "console": 1000 if quick else 10_000,
     }
     only = set(args.only.split(",")) if args.only else set(sizes)
     from events.database import embedded_database_url
@@ -685,6 +633,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         log(f"scale: {sizes['scale']} executions submitted at once")
         raw["scale"] = await scale(sizes["scale"])
 
+    if "console" in only:
+        log(f"console: an execution page of 2,000 events; the list of {sizes['console']} "
+            "executions, paged")
+        from console import console
+
+        raw["console"] = await console(await _data_store(), sizes["console"])
+
     chain = raw.get("chain_wfdag", {})
     dbos = raw.get("chain_dbos") or {}
     from actors.runtime import close_stores
@@ -722,11 +677,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                      if "large" in raw else None),
         "scale_completed": raw["scale"]["completed"] if "scale" in raw else None,
         "scale_peak_rss_mb": round(raw["scale"]["peak_rss_mb"]) if "scale" in raw else None,
+        **console_keys(raw.get("console")),
         "quick": quick,
         "raw": raw,
         "machine": machine(),
     }
     return result
+
+
+def console_keys(c: dict[str, Any] | None) -> dict[str, Any]:
+    if c is None:
+        return dict.fromkeys(("console_execution_open_ms", "console_execution_api_open_ms",
+                              "console_execution_open_vs_log_read", "console_list_page_ms",
+                              "console_list_page_big_vs_small"))
+    opened = c["browser_open_p50_ms"] if c["browser_open_p50_ms"] is not None else c[
+        "api_open_p50_ms"]
+    return {"console_execution_open_ms": round(opened, 1),
+            "console_execution_api_open_ms": round(c["api_open_p50_ms"], 1),
+            "console_execution_open_vs_log_read": ratio(c["api_open_p50_ms"],
+                                                        c["log_read_p50_ms"]),
+            "console_list_page_ms": round(c["list_page_big_p50_ms"], 2),
+            "console_list_page_big_vs_small": ratio(c["list_page_big_p50_ms"],
+                                                    c["list_page_small_p50_ms"])}
 
 
 TARGETS = {
@@ -745,6 +717,11 @@ TARGETS = {
     "large_status_read_p50_ms": "(context)",
     "scale_completed": "all submitted",
     "scale_peak_rss_mb": "< 4096",
+    "console_execution_open_ms": "< 1000 (2,000 events, in Chromium until drawn)",
+    "console_execution_api_open_ms": "(context: its JSON and graph over HTTP)",
+    "console_execution_open_vs_log_read": "(context: over reading its log)",
+    "console_list_page_ms": "(context: a page of 50 among 10,000)",
+    "console_list_page_big_vs_small": "<= 2 (among 10,000 vs among 100: not loading all)",
 }
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,46 @@ def test_ray_job_submit_of_the_example_driver_completes_a_workflow(head: Head) -
     assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
     result = _last_json(job.stdout)
     assert result["status"] == "completed", result
+
+
+def test_the_console_on_a_cluster_head(head: Head, tmp_path: Path) -> None:
+    """`wfdag server start` with RAY_ADDRESS joins the cluster, serves the console on the
+    head's loopback; an execution a driver of the cluster starts is listed and shown there."""
+    from tests.cluster.conftest import free_port
+
+    port = free_port()
+    env = {"WFDAG_HOME": str(tmp_path / "home"), "WFDAG_UI_PORT": str(port)}
+    started = head.run(str(BIN / "wfdag"), "server", "start", **env)
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert f"console at http://127.0.0.1:{port}/" in started.stdout, started.stdout
+        token = head.run(str(BIN / "wfdag"), "ui", "--token", **env).stdout.strip()
+        run = head.run(sys.executable, str(EXAMPLES / "driver.py"), **env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        eid = str(_last_json(run.stdout)["execution_id"])
+
+        def get(path: str, auth: str | None = token) -> tuple[int, bytes]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if auth is not None:
+                request.add_header("Authorization", f"Bearer {auth}")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return int(response.status), bytes(response.read())
+            except urllib.error.HTTPError as exc:
+                return int(exc.code), bytes(exc.read())
+
+        assert get("/api/executions", auth=None)[0] == 401
+        status, body = get("/api/executions")
+        assert status == 200, body[:500]
+        assert eid in [item["execution_id"] for item in json.loads(body)["items"]]
+        status, body = get(f"/api/executions/{eid}")
+        assert status == 200, body[:500]
+        shown = json.loads(body)
+        assert shown["status"]["status"] == "completed"
+        assert {s["status"] for s in shown["stages"]} == {"completed"}
+        status, page = get(f"/executions/{eid}")
+        assert status == 200 and b"<html" in page.lower()
+        assert get(f"/api/executions/{eid}/graph.svg")[1].startswith(b"<svg")
+    finally:
+        stopped = head.run(str(BIN / "wfdag"), "server", "stop", **env)
+        assert stopped.returncode == 0, stopped.stderr[-3000:]
