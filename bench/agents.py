@@ -11,3 +11,10 @@ from actors import StageContext
 def blob(ctx: StageContext) -> dict[str, Any]:
     """An output of ``ctx.context["bytes"]`` bytes of text (the large-outputs workload)."""
     return {"blob": "x" * int(ctx.context.get("bytes", 1000)), "stage": ctx.stage_id}
+
+
+def stamp(ctx: StageContext) -> dict[str, Any]:
+    """The wall-clock time at which this agent started (the approve-to-next-stage workload)."""
+    import time
+
+    return {"t": time.time(), "stage": ctx.stage_id}

@@ -1,7 +1,7 @@
 """wfdag benchmarks: every workload with its floors and its peer, measured in one run.
 
     python bench/run.py [--quick] [--json FILE]
-        [--only chain,fork_join,replay,append,large,scale,console]
+        [--only chain,fork_join,replay,append,large,scale,console,parked,long_log,cli]
 
 Prints a table and writes JSON (default ``bench/results/latest.json``).  Every ``*_vs_*`` key
 is a ratio of two figures measured in this same run, on this machine, against the same
@@ -580,9 +580,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "fork_join": 10 if quick else 50,
         "replay": (2000, 20_000) if quick else (10_000, 100_000),
         "append": 50 if quick else 300,
-        "scale": 60 if quick else 1000,
+        "scale": 60 if quick else 10_000,
         "large": 10 if quick else 60,
         "console": 1000 if quick else 10_000,
+        "parked": (200, 50) if quick else (10_000, 200),
+        "long_log": 5000 if quick else 50_000,
+        "cli": 5 if quick else 15,
     }
     only = set(args.only.split(",")) if args.only else set(sizes)
     from events.database import embedded_database_url
@@ -640,6 +643,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
         raw["console"] = await console(await _data_store(), sizes["console"])
 
+    if "parked" in only:
+        n, approvals = sizes["parked"]
+        log(f"parked: {n} executions waiting on approvals, then {approvals} approved")
+        from waiting import parked
+
+        raw["parked"] = await parked(n, approvals)
+    if "long_log" in only:
+        log(f"long_log: an execution of {sizes['long_log']} events adopted by a fresh runner")
+        from waiting import long_log
+
+        raw["long_log"] = await long_log(await _data_store(), sizes["long_log"])
+    if "cli" in only:
+        log("cli: `wfdag status ID` as a whole process, the service up")
+        from waiting import cli_status
+
+        from actors.api import ready_store
+
+        some = await (await ready_store()).pool.fetchval(
+            "SELECT id::text FROM workflow_executions ORDER BY started_at DESC LIMIT 1")
+        if some is None:
+            from actors import execute_workflow_dag, register_workflow
+
+            await register_workflow(chain_dag())
+            some = await execute_workflow_dag(CHAIN_IDS["local"], {}, "bench")
+        raw["cli"] = await asyncio.to_thread(cli_status, url, some, sizes["cli"])
+
     chain = raw.get("chain_wfdag", {})
     dbos = raw.get("chain_dbos") or {}
     from actors.runtime import close_stores
@@ -678,6 +707,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "scale_completed": raw["scale"]["completed"] if "scale" in raw else None,
         "scale_peak_rss_mb": round(raw["scale"]["peak_rss_mb"]) if "scale" in raw else None,
         **console_keys(raw.get("console")),
+        "chain_task_stages_throughput_vs_ray_floor": ratio(
+            raw.get("chain_wfdag_task_stages", {}).get("throughput_per_s"),
+            raw.get("chain_ray_floor", {}).get("throughput_per_s")),
+        "parked_10k_runner_rss_growth_mb": (round(raw["parked"]["runner_rss_growth_mb"], 1)
+                                            if "parked" in raw else None),
+        "approve_to_next_stage_p50_ms": (round(raw["parked"]["approve_to_next_stage_p50_ms"], 1)
+                                         if "parked" in raw else None),
+        "long_log_resume_ms": (round(raw["long_log"]["resume_p50_ms"], 1)
+                               if "long_log" in raw else None),
+        "scale_10k_completed": raw["scale"]["completed"] if "scale" in raw else None,
+        "scale_10k_peak_rss_mb": round(raw["scale"]["peak_rss_mb"]) if "scale" in raw else None,
+        "cli_status_p50_ms": (round(raw["cli"]["status_p50_ms"], 1) if "cli" in raw else None),
+        "cli_status_vs_python": (ratio(raw["cli"]["status_p50_ms"],
+                                       raw["cli"]["python_pass_p50_ms"])
+                                 if "cli" in raw else None),
         "quick": quick,
         "raw": raw,
         "machine": machine(),
@@ -717,6 +761,14 @@ TARGETS = {
     "large_status_read_p50_ms": "(context)",
     "scale_completed": "all submitted",
     "scale_peak_rss_mb": "< 4096",
+    "chain_task_stages_throughput_vs_ray_floor": ">= 0.90",
+    "parked_10k_runner_rss_growth_mb": "<= 100 (10,000 parked on approvals)",
+    "approve_to_next_stage_p50_ms": "<= 50 (approve call -> next stage's agent starts)",
+    "long_log_resume_ms": "<= 300 (50,000 events, a fresh runner -> next stage dispatched)",
+    "scale_10k_completed": "all of 10,000 submitted at once",
+    "scale_10k_peak_rss_mb": "< 4096",
+    "cli_status_p50_ms": "(context: a whole process, the service up)",
+    "cli_status_vs_python": "<= 2.5 (over `python -c pass`)",
     "console_execution_open_ms": "< 1000 (2,000 events, in Chromium until drawn)",
     "console_execution_api_open_ms": "(context: its JSON and graph over HTTP)",
     "console_execution_open_vs_log_read": "(context: over reading its log)",
