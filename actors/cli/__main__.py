@@ -2,6 +2,6 @@
 
 import sys
 
-from actors.cli.main import main
+from actors.cli.quick import main
 
 sys.exit(main())

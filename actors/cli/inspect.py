@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from actors.cli.execute import UsageError
+from actors.cli.quick import status_lines
 from actors.cli.render import (
     describe_event,
     describe_snapshot,
@@ -78,24 +79,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         out(status.model_dump_json(indent=2))
         return 0
-    out(status.execution_id)  # alone on its line: `head -1` captures it
-    out(f"workflow      {status.workflow_id} v{status.workflow_version}")
-    out(f"status        {status.status}")
-    out(f"current stage {status.current_stage or '-'}")
-    out(f"started       {status.started_at}")
-    out(f"completed     {status.completed_at or '-'}")
-    if status.error_message:
-        out(f"error         {status.error_message}")
-    if status.waiting:
-        out(f"waiting on    {', '.join(status.waiting.get('stages', []))} (wakes on its own "
-            f"at {status.waiting.get('wake_at') or 'no time: a request wakes it'})")
-    if status.parent:
-        out(f"parent        {status.parent['execution_id']} (stage "
-            f"{status.parent.get('stage_id')})")
-    for stage_id, child in status.children.items():
-        out(f"child         {child} (stage {stage_id})")
-    steps = status.executed_steps
-    out(f"executed      {len(steps)} stage(s): " + ", ".join(s["stage_id"] for s in steps))
+    for line in status_lines(status.model_dump(mode="json")):
+        out(line)
     return 0
 
 

@@ -1,7 +1,7 @@
 """What the CLI prints: results on standard output, progress and messages on standard error.
 
 Standard output carries only wfdag's results (ids, tables, JSON): Ray prints its own warnings
-to ``sys.stdout``, so :func:`actors.cli.main.main` points ``sys.stdout`` at stderr while a verb
+to ``sys.stdout``, so :func:`actors.cli.command.main` points ``sys.stdout`` at stderr while a verb
 runs, and results go to the real stdout through :func:`out`.
 """
 

@@ -183,6 +183,14 @@ async def _execution(request: web.Request) -> web.Response:
     })
 
 
+async def _status(request: web.Request) -> web.Response:
+    """:func:`actors.api.get_workflow_status` as ``wfdag status --json`` prints it (the CLI's
+    quick path, :mod:`actors.cli.quick`, prints this text as it is)."""
+    status = await api.get_workflow_status(request.match_info["eid"],
+                                           organization_id=org_of(request))
+    return web.Response(text=status.model_dump_json(indent=2), content_type="application/json")
+
+
 async def _graph(request: web.Request) -> web.Response:
     state, _ = await _state_at(request)
     states = {sid: _stage_state(st) for sid, st in state.stages.items()}
@@ -326,6 +334,7 @@ def build_app(token: str) -> web.Application:
         web.get("/static/{name}", _static),
         web.get("/api/executions", _list),
         web.get("/api/executions/{eid}", _execution),
+        web.get("/api/executions/{eid}/status", _status),
         web.get("/api/executions/{eid}/graph.svg", _graph),
         web.post("/api/executions/{eid}/{action}", _act),
         web.get("/api/stream", _stream),

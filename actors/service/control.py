@@ -10,7 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 
-from actors.service.record import ServiceRecord, live_service, log_path, pid_alive, proc_stat
+from actors.service.record import (
+    EMBEDDED_ENV,
+    ServiceRecord,
+    live_service,
+    log_path,
+    pid_alive,
+    proc_stat,
+)
 from definitions import WfdagError
 
 __all__ = [
@@ -47,6 +54,9 @@ def start_service(database_url: str | None = None, *,
     log = log_path()
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    # Whether the database is the embedded default (no URL given to this caller): callers
+    # without a URL then know it is theirs too (actors.cli.quick).
+    env[EMBEDDED_ENV] = "" if os.environ.get("WFDAG_DATABASE_URL") else "1"
     if database_url:
         env["WFDAG_DATABASE_URL"] = database_url
     with open(log, "ab") as out:

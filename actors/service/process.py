@@ -66,7 +66,12 @@ async def _serve(stop: asyncio.Event) -> bool:
     from actors.ray_session import local_ray_dead
     from actors.runner import runner_name
     from actors.runtime import close_stores, get_database_url, get_store, settings
-    from actors.service.record import ServiceRecord, database_fingerprint, live_service
+    from actors.service.record import (
+        EMBEDDED_ENV,
+        ServiceRecord,
+        database_fingerprint,
+        live_service,
+    )
     from actors.service.supervisor import supervisor_pid
     from events import redact_url
     from events.leases import hand_back_unheld
@@ -91,7 +96,7 @@ async def _serve(stop: asyncio.Event) -> bool:
         pid=me, started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ray_address=str(ray.get_runtime_context().gcs_address), database=redact_url(url),
         database_fingerprint=database_fingerprint(url), pool_size=report["pool"],
-        console_url=console_url)
+        console_url=console_url, embedded=os.environ.get(EMBEDDED_ENV) == "1")
     record.save()
     log.warning("service.ready", pid=record.pid, ray_address=record.ray_address,
                 pool=record.pool_size, resumed=len(report["resumed"]))

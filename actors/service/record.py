@@ -16,6 +16,7 @@ from pathlib import Path
 from events.database import wfdag_home
 
 __all__ = [
+    "EMBEDDED_ENV",
     "ServiceRecord",
     "database_fingerprint",
     "live_service",
@@ -24,6 +25,10 @@ __all__ = [
     "proc_stat",
     "record_path",
 ]
+
+
+#: Set to ``1`` by the launcher for a service on the embedded default database.
+EMBEDDED_ENV = "WFDAG_SERVICE_EMBEDDED"
 
 
 def record_path() -> Path:
@@ -73,6 +78,9 @@ class ServiceRecord:
     pool_size: int
     dashboard_url: str | None = None
     console_url: str | None = None
+    #: On the embedded default database (no ``WFDAG_DATABASE_URL`` given): a caller without
+    #: one is on the same database (see :mod:`actors.cli.quick`).
+    embedded: bool = False
 
     def save(self) -> None:
         path = record_path()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import new_database
+from tests.conftest import REPO, new_database
 from tests.service.test_service import Service
 
 FLOW = """
@@ -289,3 +291,36 @@ def test_the_console_in_a_real_browser(console: tuple[Service, Console],
         finally:
             browser.close()
     assert svc.status_of(second)["status"] == "cancelled"
+
+
+def test_status_is_answered_by_the_service_without_importing_ray(
+    console: tuple[Service, Console],
+) -> None:
+    """`wfdag status` asks the running service (issue 18: a whole process in a few tens of
+    ms): it imports neither Ray nor asyncpg nor pydantic, and prints what the whole command
+    line prints; whatever the service cannot answer goes the whole way, as before."""
+    svc, _ui = console
+    eid = _run(svc, "org-a")
+    svc.wait_for(eid, "waiting", 60)
+
+    def quick(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-X", "importtime", "-m", "actors.cli",
+                               "status", *args], cwd=REPO, env=svc.env, text=True,
+                              capture_output=True, timeout=120, check=False)
+
+    for extra in ((), ("--json",), ("--org", "org-a"), ("--json", "--org=org-a")):
+        fast = quick(eid, *extra)
+        assert fast.returncode == 0, fast.stderr[-2000:]
+        imported = {line.split("|")[-1].strip() for line in fast.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert not imported & {"ray", "asyncpg", "pydantic", "structlog", "events"}, extra
+        # A global option (--log-level) takes the whole command line: the same answer.
+        whole = svc.wfdag("status", eid, *extra, "--log-level", "ERROR")
+        assert whole.returncode == 0, whole.stderr[-2000:]
+        assert fast.stdout == whole.stdout, extra
+    assert json.loads(quick(eid, "--json").stdout)["status"] == "waiting"
+    # Not the organization's, or unknown: the whole way says so, with its exit code.
+    hidden = quick(eid, "--org", "org-b")
+    assert hidden.returncode == 3 and "not found" in hidden.stderr
+    unknown = quick("00000000-0000-4000-8000-000000000000")
+    assert unknown.returncode == 3 and "not found" in unknown.stderr

@@ -1,4 +1,6 @@
-"""``wfdag``: the command line.  User errors print one clear line, never a traceback.
+"""``wfdag``: the command line, whole (its entry point, :mod:`actors.cli.quick`, answers
+``wfdag status`` through a running service before coming here).  User errors print one clear
+line, never a traceback.
 
 argparse (standard library) with a parent parser of global options rather than Click/Typer:
 nested verbs, ``--help`` and exit code 2 on bad usage come with it, and it costs no import
