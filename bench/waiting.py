@@ -125,36 +125,55 @@ async def _until(measure: Any, wanted: int, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _resume_once(store: Any, events: int, snapshot: bool) -> tuple[float, float, int]:
+    """One long log queued for the pool: (seconds until its next stage was dispatched, seconds
+    to read its raw rows, its length)."""
+    from events import fold
+    from events.leases import enqueue
+    from events.snapshots import SNAPSHOT_EVERY, save_snapshot
+
+    eid = str(uuid.uuid4())
+    log_events = synthetic_log(eid, events, stages=500, finish=False)
+    await append_log(store, log_events, chunk=5000)
+    if snapshot:
+        # As the runners that wrote it leave it: a snapshot every SNAPSHOT_EVERY events —
+        # the worst case, its latest one SNAPSHOT_EVERY - 1 events before the end.
+        cut = len(log_events) - (SNAPSHOT_EVERY - 1)
+        async with store.pool.acquire() as conn:
+            assert await save_snapshot(conn, fold(log_events[:cut]), 0)
+    t = time.perf_counter()
+    await store.pool.fetch("SELECT seq, event_type, metadata FROM workflow_events "
+                           "WHERE execution_id = $1::uuid ORDER BY seq", eid)
+    read_s = time.perf_counter() - t
+    async with store.pool.acquire() as conn:
+        t0 = await conn.fetchval("SELECT clock_timestamp()")
+        await enqueue(conn, eid, t0)
+    started = None
+    deadline = time.monotonic() + 120
+    while started is None:
+        started = await store.pool.fetchval(
+            "SELECT created_at FROM workflow_events WHERE execution_id = $1::uuid AND "
+            "event_type = 'stage_started' AND stage_id = 'st499'", eid)
+        assert time.monotonic() < deadline, "the long log was not resumed within 120 s"
+        await asyncio.sleep(0.002)
+    return (started - t0).total_seconds(), read_s, len(log_events)
+
+
 async def long_log(store: Any, events: int, rounds: int = 3) -> dict[str, float]:
     """An execution of ``events`` events, its last stage not yet started, queued for the pool:
     the time until a runner that never saw it has dispatched that stage (its ``stage_started``
-    written), beside reading the raw rows of its log."""
-    from events.leases import enqueue
-
-    times, reads = [], []
+    written) — with the fold's snapshot the runners leave, and without one (a log from before
+    snapshots) — beside reading the raw rows of its log."""
+    with_snap, whole, reads = [], [], []
     length = 0
     for _ in range(rounds):
-        eid = str(uuid.uuid4())
-        log_events = synthetic_log(eid, events, stages=500, finish=False)
-        length = len(log_events)
-        await append_log(store, log_events, chunk=5000)
-        t = time.perf_counter()
-        await store.pool.fetch("SELECT seq, event_type, metadata FROM workflow_events "
-                               "WHERE execution_id = $1::uuid ORDER BY seq", eid)
-        reads.append(time.perf_counter() - t)
-        async with store.pool.acquire() as conn:
-            t0 = await conn.fetchval("SELECT clock_timestamp()")
-            await enqueue(conn, eid, t0)
-        started = None
-        deadline = time.monotonic() + 120
-        while started is None:
-            started = await store.pool.fetchval(
-                "SELECT created_at FROM workflow_events WHERE execution_id = $1::uuid AND "
-                "event_type = 'stage_started' AND stage_id = 'st499'", eid)
-            assert time.monotonic() < deadline, "the long log was not resumed within 120 s"
-            await asyncio.sleep(0.002)
-        times.append((started - t0).total_seconds())
-    return {"log_events": length, "resume_p50_ms": _p50(times) * 1000,
+        took, read_s, length = await _resume_once(store, events, snapshot=True)
+        with_snap.append(took)
+        reads.append(read_s)
+        took, _read, length = await _resume_once(store, events, snapshot=False)
+        whole.append(took)
+    return {"log_events": length, "resume_p50_ms": _p50(with_snap) * 1000,
+            "resume_whole_log_p50_ms": _p50(whole) * 1000,
             "raw_read_p50_ms": _p50(reads) * 1000, "rounds": rounds}
 
 

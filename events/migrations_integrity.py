@@ -54,4 +54,18 @@ INTEGRITY_MIGRATIONS: list[tuple[int, str]] = [
         END $$;
         """,
     ),
+    (
+        14,
+        # Snapshots of the fold (issue 18, events.snapshots): the latest per execution, bound
+        # to its log by a digest of its event's chain hash and its own text.
+        """
+        CREATE TABLE workflow_snapshots (
+          execution_id UUID PRIMARY KEY,
+          seq INTEGER NOT NULL,
+          state TEXT NOT NULL,
+          digest TEXT NOT NULL,
+          taken_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]

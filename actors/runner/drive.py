@@ -21,6 +21,7 @@ from actors.logs import bound
 from actors.metrics import record_events, record_started
 from actors.runner.attempts import StageCalls
 from actors.runner.dispatch import Dispatcher, retire
+from actors.runner.logread import read_state, snapshot_of, take_snapshot
 from actors.runner.protocol import DriveOutcome, StageOutcome, error_info
 from actors.runtime import settings
 from definitions import BrokenChainError, ConcurrencyError
@@ -36,7 +37,6 @@ from events import (
     database_reachable,
     decide,
     deferral_events,
-    fold,
     is_database_outage,
 )
 from events.database import session_alive
@@ -76,6 +76,7 @@ class Drive(StageCalls):
         #: Set when the drive parked the execution: (its next wake time, the log's version).
         self.parked: tuple[datetime | None, int | None] | None = None
         self._committed = 0  # the last seq known to be in the log
+        self._snapshot_seq = 0  # the seq of its latest snapshot of the fold
         self._store = store
         self._conn = lease_conn
         self._lease_lost = lease_lost
@@ -96,7 +97,7 @@ class Drive(StageCalls):
         try:
             with bound(execution_id=self.execution_id):
                 try:
-                    events = await self._store.read(self.execution_id, conn=self._conn)
+                    loaded = await read_state(self._store, self._conn, self.execution_id, log)
                 except BrokenChainError as exc:
                     # Never run a log someone edited: it stays parked (only a request wakes
                     # it, and it parks again) until an operator restores it.
@@ -104,19 +105,22 @@ class Drive(StageCalls):
                               next_step=f"wfdag verify {self.execution_id}")
                     self.parked = (None, None)  # parked whatever comes in
                     return DriveOutcome.PARKED
-                if not events:
+                state = loaded.state
+                if state is None:
                     log.error("execution.no_stream")
                     return DriveOutcome.MISSING
-                state = fold(events)
                 if state.evidence:
                     log.warning("execution.evidence_not_run",
                                 detail="imported without resume: it is evidence, not work")
                     self.parked = (None, state.version)
                     return DriveOutcome.PARKED
                 self._committed = state.version
-                self._store.prime(events)  # its next append need not read its row back
-                self._log_bytes = sum(_size(e.model_dump(mode="json")) for e in events)
-                log.info("execution.replayed", version=state.version, status=state.status)
+                self._snapshot_seq = loaded.snapshot_seq
+                if loaded.whole:
+                    self._store.prime(loaded.events)  # its next append need not read its row
+                self._log_bytes = loaded.log_bytes
+                log.info("execution.replayed", version=state.version, status=state.status,
+                         from_snapshot=loaded.snapshot_seq or None)
                 # Sealed secrets are opened for the agents only; what agents say is scrubbed.
                 self._context = (open_secrets(state.context) if has_sealed(state.context)
                                  else state.context)
@@ -302,13 +306,15 @@ class Drive(StageCalls):
         """Fold the log again after another writer appended requests (a cancel) to it, and
         put ``unwritten`` (decided here, not in the log) after them.  Anything else past what
         this drive wrote means another runner writes: it is fenced."""
-        events = await self._store.read(self.execution_id, conn=self._conn)
-        foreign = [e for e in events if e.seq > self._committed]
-        if any(e.type not in REQUEST_EVENT_TYPES for e in foreign):
+        loaded = await read_state(self._store, self._conn, self.execution_id, self._log)
+        foreign = [e for e in loaded.events if e.seq > self._committed]
+        if any(e.type not in REQUEST_EVENT_TYPES for e in foreign) or loaded.state is None:
             raise ConcurrencyError(self.execution_id, self._committed)
-        state = fold(events)
+        state = loaded.state
         self._committed = state.version
-        self._store.prime(events)  # the row changed under this store's projector
+        self._snapshot_seq = loaded.snapshot_seq
+        if loaded.whole:
+            self._store.prime(loaded.events)  # the row changed under this store's projector
         moved: list[Event] = []
         for event in unwritten:
             event = event.model_copy(update={"seq": state.version + 1})
@@ -364,8 +370,13 @@ class Drive(StageCalls):
         """Append ``events`` (the next ones of the log, in order) on the lease connection."""
         if not events:
             return
+        # The fold as of these events, taken now: the drive goes on deciding while they are
+        # written (its state moves ahead of the log).
+        snap = snapshot_of(state, events[-1].seq, self._snapshot_seq, self._log_bytes)
         await self._store.append(events, expected_version=events[0].seq - 1, conn=self._conn)
         self._committed = events[-1].seq
+        if snap is not None and await take_snapshot(self._conn, *snap, self._log):
+            self._snapshot_seq = snap[2]
         for event in events:
             self._log.info("execution.event", seq=event.seq, type=event.type,
                            stage_id=event.stage_id)

@@ -166,6 +166,9 @@ class Runner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
                 continue
+            # Named at once: from the claim on, the lease (so execution_actor) names this
+            # runner, and `current` must agree while the claim's bookkeeping awaits.
+            self.running = claim.execution_id
             if listening and just_drove:
                 # Busy back to back (the queue is not empty): enqueue notifications would only
                 # wake this runner for nothing (every runner, every start).
@@ -177,6 +180,7 @@ class Runner:
                     await self._dead_letter(store, claim, lease_conn)
                 finally:
                     await release(lease_conn, claim.execution_id)
+                    self.running = None
                 continue
             await self._drive(store, claim, lease_conn, lease_lost)
 
