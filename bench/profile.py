@@ -70,7 +70,8 @@ def cpu_by_kind() -> dict[str, float]:
 
 def hot_functions(pid: int, seconds: float) -> list[tuple[str, float]]:
     raw = Path(tempfile.mkdtemp()) / "runner.txt"
-    subprocess.run(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
+    spy = str(Path(sys.executable).parent / "py-spy")
+    subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
                     "--format", "raw", "--output", str(raw), "--nonblocking"],
                    capture_output=True, check=False)
     own: dict[str, int] = collections.Counter()
