@@ -468,24 +468,42 @@ class PeakRss:
 
     def __init__(self) -> None:
         self.peak = 0
+        self.at_peak: dict[str, float] = {}  # MB by kind of process, at the peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> int:
+    @staticmethod
+    def _kind(pid: int, cmd: str) -> str:
+        if pid == os.getpid():
+            return "driver"
+        for marker, kind in (("ExecutionActor", "runners"), ("Projection", "projection actor"),
+                             ("raylet", "raylet"), ("gcs_server", "gcs_server"),
+                             ("dashboard", "dashboard and agents"), ("ray::", "ray workers")):
+            if marker in cmd:
+                return kind
+        return "other ray"
+
+    def _sample(self) -> tuple[int, dict[str, float]]:
         total = 0
+        kinds: dict[str, float] = {}
         for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
             try:
                 cmd = " ".join(proc.info["cmdline"] or [])
                 if proc.info["pid"] == os.getpid() or "ray" in cmd.lower() \
                         or (proc.info["name"] or "").startswith("ray::"):
-                    total += proc.info["memory_info"].rss
+                    rss = proc.info["memory_info"].rss
+                    total += rss
+                    kind = self._kind(proc.info["pid"], cmd)
+                    kinds[kind] = kinds.get(kind, 0.0) + rss / 2**20
             except (psutil.Error, TypeError):
                 continue
-        return total
+        return total, kinds
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            total, kinds = self._sample()
+            if total > self.peak:
+                self.peak, self.at_peak = total, {k: round(v) for k, v in kinds.items()}
             self._stop.wait(0.5)
 
     def __enter__(self) -> PeakRss:
@@ -549,7 +567,7 @@ async def scale(n: int) -> dict[str, float]:
         wall = time.perf_counter() - t
     completed = sum(1 for s in statuses if s.status == "completed")
     return {"submitted": n, "completed": completed, "throughput_per_s": completed / wall,
-            "peak_rss_mb": rss.peak / 2**20}
+            "peak_rss_mb": rss.peak / 2**20, "peak_rss_mb_by_process": rss.at_peak}
 
 
 # --- main -------------------------------------------------------------------------------------
