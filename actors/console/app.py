@@ -88,9 +88,14 @@ async def _list(request: web.Request) -> web.Response:
         limit = int(q.get("limit", "50"))
     except ValueError:
         raise InvalidArgumentError(f"limit must be a number, got {q['limit'][:20]!r}") from None
+    # ``organization`` filters an operator's view of every organization; a user with one
+    # (X-Wfdag-Org) sees only it, whatever the filter says.
+    scope, wanted = org_of(request), q.get("organization") or None
+    if scope is not None and wanted not in (None, scope):
+        return json_response({"items": [], "next_cursor": None})
     found = await api.list_executions(
         status=q.get("status") or None, workflow_id=q.get("workflow") or None,
-        organization_id=org_of(request), since=q.get("since") or None, limit=limit,
+        organization_id=scope or wanted, since=q.get("since") or None, limit=limit,
         cursor=q.get("cursor") or None)
     return json_response(found.model_dump(mode="json"))
 

@@ -121,6 +121,11 @@ def test_every_route_needs_the_token_and_organizations_stay_apart(
     listed = ui.json("GET", "/api/executions")
     assert eid in [i["execution_id"] for i in listed["items"]]
     assert ui.json("GET", "/api/executions", org="org-b")["items"] == []
+    # The organization filter: an operator's narrowing, never a scoped user's widening.
+    assert [i["execution_id"] for i in ui.json(
+        "GET", "/api/executions?organization=org-a")["items"]] == [eid]
+    assert ui.json("GET", "/api/executions?organization=org-b")["items"] == []
+    assert ui.json("GET", "/api/executions?organization=org-a", org="org-b")["items"] == []
     status, _, body = ui.request("GET", f"/api/executions/{eid}", org="org-b")
     assert status == 404 and b"not found" in body
     status, _, _ = ui.request("POST", f"/api/executions/{eid}/approve", org="org-b",
