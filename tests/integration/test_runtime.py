@@ -317,7 +317,12 @@ async def test_a_runner_handle_offers_no_way_to_drive_an_execution() -> None:
     await wait_until(lambda: execution_actor(eid) is not None, timeout=30,
                      what="a runner to adopt it")
     handle = execution_actor(eid)
-    assert await handle.current.remote() == eid
+    # The lease names the runner as its claim commits; the runner's own `current` follows
+    # once the claim's reply reaches its event loop (an actor call can come in between).
+    async def names_it() -> bool:
+        return bool(await handle.current.remote() == eid)
+
+    await eventually(names_it, timeout=10, what="the runner's `current` to name it")
     for name in ("run", "_serve", "_drive", "serve"):
         with pytest.raises(AttributeError):
             getattr(handle, name)
