@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,7 @@ from actors.logs import bound
 from actors.metrics import record_events, record_started
 from actors.runner.attempts import StageCalls
 from actors.runner.dispatch import Dispatcher, retire
-from actors.runner.logread import read_state, snapshot_of, take_snapshot
+from actors.runner.logread import json_size, read_state, snapshot_of, take_snapshot
 from actors.runner.protocol import DriveOutcome, StageOutcome, error_info
 from actors.runtime import settings
 from definitions import BrokenChainError, ConcurrencyError
@@ -48,10 +47,6 @@ __all__ = ["Drive", "LeaseLostError"]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
 def _conflicted(task: asyncio.Task[None]) -> bool:
@@ -347,7 +342,7 @@ class Drive(StageCalls):
             self._scrub = Scrubber(self._secrets)
         if output is not None and outcome.kind == "run":
             cap = settings().max_log_bytes
-            size = _size(output)
+            size = json_size(output)
             if self._log_bytes + size > cap:  # the log stays bounded: the stage fails
                 output, error = None, error_info(
                     "PayloadTooLargeError",

@@ -10,13 +10,17 @@ from typing import Any
 from events import Event, EventStore, ExecutionState, fold, is_database_outage
 from events.snapshots import SNAPSHOT_EVERY, load_snapshot, save_snapshot_text, to_text
 
-__all__ = ["Loaded", "event_bytes", "read_state", "snapshot_of", "take_snapshot"]
+__all__ = ["Loaded", "event_bytes", "json_size", "read_state", "snapshot_of", "take_snapshot"]
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON: how the drive counts a log against its cap."""
+    return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
 def event_bytes(events: list[Event]) -> int:
     """The log's size as the drive counts it against the cap (JSON bytes of the events)."""
-    return sum(len(json.dumps(e.model_dump(mode="json"), separators=(",", ":"), default=str))
-               for e in events)
+    return sum(json_size(e.model_dump(mode="json")) for e in events)
 
 
 @dataclass(slots=True)

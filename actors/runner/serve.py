@@ -194,8 +194,7 @@ class Runner:
 
     async def _drive(self, store: EventStore, claim: Claim, lease_conn: Any,
                      lease_lost: asyncio.Event) -> None:
-        eid = claim.execution_id
-        self.running = eid
+        eid = claim.execution_id  # self.running names it since the claim
         set_live(self.name, 1)
         outcome: DriveOutcome | None = None
         driving = self.driving[eid] = asyncio.Event()
