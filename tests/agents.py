@@ -268,3 +268,11 @@ def ticker(ctx: StageContext) -> dict[str, Any]:
         _touch(path, f"{os.getpid()} {time.time()}")
         time.sleep(0.1)
     return {"pid": os.getpid()}
+
+
+def dies_once(ctx: StageContext) -> dict[str, Any]:
+    """Its first attempt ends its process without a word (``os._exit``); later ones answer."""
+    _touch(_dir(ctx) / "dies-once", f"{os.getpid()} attempt={ctx.attempt}")
+    if ctx.attempt == 1:
+        os._exit(3)
+    return {"pid": os.getpid()}

@@ -1,9 +1,12 @@
-"""Dispatch of stage attempts: a Ray task (killable) or a thread of the runner (local).
+"""Dispatch of stage attempts: a stage worker or a Ray task (killable), or a thread of the
+runner (local).
 
-A task stage is a Ray task of its own, stopped on timeout or cancellation by killing its
-worker.  A local stage is a thread of the runner's process, which cannot be stopped: one that
-outlives its attempt is *abandoned*, and the runner ends its own process
-(:func:`retire`) before anything could run the stage again beside it.
+A task stage runs on one of the runner's stage workers (:mod:`actors.runner.workers`), or —
+when it asks for resources, or ``WFDAG_STAGE_WORKERS=0`` — as a Ray task of its own; either
+is stopped on timeout or cancellation by killing its process.  A local stage is a thread of
+the runner's process, which cannot be stopped: one that outlives its attempt is *abandoned*,
+and the runner ends its own process (:func:`retire`) before anything could run the stage
+again beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -24,6 +28,7 @@ from ray.exceptions import RayError
 
 from actors.runner.attempt import run_guarded_attempt
 from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
+from actors.runner.workers import StageWorkers, Worker, WorkerLostError, lost_result
 from definitions import StageTimeoutError, WorkflowStage
 
 __all__ = [
@@ -65,6 +70,45 @@ def stage_task_options(
     return options
 
 
+def on_stage_worker(stage: WorkflowStage) -> bool:
+    """A task stage that asks for no resources runs on a stage worker (when there are any)."""
+    return stage.executor != "local" and not stage.resources
+
+
+class _OnWorker:
+    """One attempt on a stage worker: acquired, called, kept for the next — or killed."""
+
+    def __init__(self, workers: StageWorkers) -> None:
+        self._workers = workers
+        self._worker: Worker | None = None
+        self.stopped = False
+        self.lost = False  # its worker died (or could not start) under it
+
+    async def run(self, spec: AttemptSpec) -> AttemptResult:
+        started = time.monotonic()
+        try:
+            self._worker = await self._workers.acquire()
+            if self.stopped:  # stopped while its worker started
+                raise WorkerLostError("StageCancelled", "stopped before it started")
+            result = await self._worker.call(spec)
+        except WorkerLostError as exc:
+            if self._worker is not None:
+                self._worker.close()
+            self.lost = True
+            return lost_result(exc, int((time.monotonic() - started) * 1000))
+        if self.stopped:
+            self._worker.close()
+        else:
+            self._workers.release(self._worker)
+        return result
+
+    def stop(self) -> None:
+        """Kill its worker: the attempt ends as soon as the worker's death is seen."""
+        self.stopped = True
+        if self._worker is not None:
+            self._worker.close()
+
+
 def _any_running(threads: Iterable[_Thread]) -> bool:
     return any(not thread.done() for thread in threads)
 
@@ -92,10 +136,13 @@ def retire(reason: str, execution_id: str | None, log: Any) -> NoReturn:
 class Dispatcher:
     """The stage attempts of one runner in flight: task refs and local threads."""
 
-    def __init__(self, local_threads: int, log: Any) -> None:
+    def __init__(self, local_threads: int, log: Any, workers: StageWorkers | None = None,
+                 ) -> None:
         self._log = log
         self._local_threads = local_threads
+        self._workers = workers
         self._refs: dict[Key, Any] = {}  # task stages in flight
+        self._busy: dict[Key, _OnWorker] = {}  # attempts on stage workers
         self._local: dict[Key, _Thread] = {}
         self._abandoned: set[_Thread] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -110,12 +157,16 @@ class Dispatcher:
         """Forget a finished attempt."""
         self._refs.pop(key, None)
         self._local.pop(key, None)
+        self._busy.pop(key, None)
 
     def stop_tasks(self) -> None:
         """Kill every task stage in flight (their workers)."""
         for ref in self._refs.values():
             ray.cancel(ref, force=True)
         self._refs.clear()
+        for call in self._busy.values():
+            call.stop()
+        self._busy.clear()
 
     def abandoned_running(self) -> bool:
         """A local thread outlived its attempt (timed out or cancelled) and still runs."""
@@ -139,10 +190,15 @@ class Dispatcher:
         local = stage.executor == "local"
         thread: _Thread | None = None
         ref: Any = None
+        on_worker: _OnWorker | None = None
+        workers = self._workers
         if local:
             thread = self._threads().submit(run_guarded_attempt, spec)
             self._local[key] = thread
             result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
+        elif workers is not None and workers.enabled and on_stage_worker(stage):
+            on_worker = self._busy[key] = _OnWorker(workers)
+            result_future = asyncio.ensure_future(on_worker.run(spec))
         else:
             options = stage_task_options(workflow_id, stage, undo=key[0] == "undo")
             ref = _stage_remote().options(**options).remote(spec)
@@ -153,6 +209,8 @@ class Dispatcher:
             if thread is not None:
                 if not thread.cancel():  # running already: it cannot be interrupted
                     self._abandoned.add(thread)
+            elif on_worker is not None:
+                on_worker.stop()
             else:
                 # force=True: a blocking agent is interrupted only by killing its worker.
                 ray.cancel(ref, force=True)
@@ -174,6 +232,10 @@ class Dispatcher:
         if result_future not in done:
             if not done:  # the timeout
                 stop()
+                if on_worker is not None:
+                    # Its worker's death is seen before the attempt ends: a retry never
+                    # overlaps it.
+                    await asyncio.wait({result_future}, timeout=CANCEL_GRACE_SECONDS)
                 result_future.cancel()
                 self._log.warning("stage.timed_out", stage_id=stage.id,
                                   timeout_seconds=stage.timeout_seconds)
@@ -184,7 +246,9 @@ class Dispatcher:
             if not local:
                 stop()
             try:
-                await asyncio.wait_for(result_future, CANCEL_GRACE_SECONDS)
+                finished = await asyncio.wait_for(result_future, CANCEL_GRACE_SECONDS)
+                if on_worker is not None and not finished.ok:
+                    raise asyncio.CancelledError  # its worker was killed under it
             except (RayError, TimeoutError, asyncio.CancelledError):
                 if local:
                     stop()
@@ -198,4 +262,7 @@ class Dispatcher:
             self._log.warning("stage.system_failure", stage_id=stage.id,
                               error_type=type(exc).__name__)
             return failed(type(exc).__name__, str(exc), True)
+        if on_worker is not None and on_worker.lost and result.error is not None:
+            self._log.warning("stage.system_failure", stage_id=stage.id,
+                              error_type=result.error["type"])
         return result

@@ -22,6 +22,7 @@ from actors.metrics import record_events, set_live
 from actors.runner.dispatch import Dispatcher, retire, retire_marker
 from actors.runner.drive import Drive
 from actors.runner.protocol import DriveOutcome
+from actors.runner.workers import StageWorkers
 from actors.runtime import new_store, settings
 from events import EventStore, is_database_outage
 from events.leases import (
@@ -80,7 +81,10 @@ class Runner:
         self.name = name
         self._database_url = database_url
         self._log = get_logger(runner=name)
-        self._dispatch = Dispatcher(settings().local_threads, self._log)
+        config = settings()
+        self._dispatch = Dispatcher(config.local_threads, self._log, StageWorkers(
+            keep_idle=config.stage_workers, idle_seconds=config.stage_worker_idle_seconds,
+            log=self._log))
         self._breakers = BreakerView(database_url)
         self._lost = False  # the execution driven was lost with the database connection
         self._wake = asyncio.Event()

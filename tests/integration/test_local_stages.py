@@ -30,6 +30,7 @@ async def test_a_local_stage_runs_in_its_runner_and_a_task_stage_does_not() -> N
     dag = await register_chain("local-where", [
         stage("here", "where", executor="local"),
         stage("there", "where"),
+        stage("placed", "where", resources={"CPU": 0.01}),
         stage("coro", "async_agent", executor="local"),
     ])
     await initialize_workflow_system()
@@ -44,8 +45,12 @@ async def test_a_local_stage_runs_in_its_runner_and_a_task_stage_does_not() -> N
         for k in range(int(os.environ["WFDAG_POOL_SIZE"]))
     }
     assert outputs["here"]["actor_id"] in runners  # a thread of a runner
-    assert outputs["there"]["actor_id"] is None  # a Ray task: no actor
+    # A task stage runs in a process of its own, never a runner's: a stage worker of the runner
+    # (issue 18), or — when it asks for resources — a Ray task of its own (no actor).
+    assert outputs["there"]["actor_id"] not in runners
+    assert outputs["placed"]["actor_id"] is None
     assert outputs["here"]["pid"] != outputs["there"]["pid"]
+    assert outputs["here"]["pid"] != outputs["placed"]["pid"]
     assert outputs["coro"]["async"] is True  # a coroutine agent runs locally too
 
 
