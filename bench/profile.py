@@ -90,7 +90,8 @@ def hot_functions(pid: int, seconds: float, *, gil: bool = False,
             total += int(count)
             if callers:
                 ours = {f.split(" (")[0] + " " + f.split("/")[-1][:60] for f in frames
-                        if "/actors/" in f or "/events/" in f or "/projections/" in f}
+                        if any(f"({p}/" in f or f"/{p}/" in f
+                         for p in ("actors", "events", "projections"))}
                 for name in ours:
                     own[name] += int(count)
             else:

@@ -115,8 +115,9 @@ class WfdagChain:
         from actors import register_workflow
 
         await register_workflow(chain_dag(self.executor))
-        for _ in range(3):  # warm-up
-            await self.one()
+        # Warm-up, 10 in flight as measured: every runner has driven one (and, with task
+        # stages, started its stage worker), as in a service that has been serving.
+        await run_many(20, 10, self.one, progress=False)
 
     async def one(self, _i: int = 0) -> float:
         from actors import execute_workflow_dag, wait_for_workflow
@@ -137,38 +138,52 @@ class WfdagChain:
         return lat
 
 
-async def wfdag_chain(n: int, sequential: int, executor: str = "local") -> dict[str, float]:
-    chain = WfdagChain(executor)
-    await chain.start()
-    wall, _ = await run_many(n, 10, chain.one)
-    _, lat = await run_many(sequential, 1, chain.one)
-    return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
+class RayChainFloor:
+    """5 bare chained Ray tasks (no durability): the floor of the task-stage chain."""
 
+    def __init__(self) -> None:
+        import ray
 
-def ray_chain_floor(n: int, sequential: int) -> dict[str, float]:
-    import ray
+        @ray.remote(num_cpus=0)
+        def step(prev: int) -> int:
+            return prev + 1
 
-    @ray.remote(num_cpus=0)
-    def step(prev: int) -> int:
-        return prev + 1
+        self._step = step
+        from concurrent.futures import ThreadPoolExecutor
 
-    def one() -> float:
+        self._threads = ThreadPoolExecutor(10)
+        for _ in range(5):
+            self.one()
+
+    def one(self, _i: int = 0) -> float:
+        import ray
+
         t = time.perf_counter()
         ref: Any = 0
         for _ in range(CHAIN_STAGES):
-            ref = step.remote(ref)
+            ref = self._step.remote(ref)
         ray.get(ref)
         return time.perf_counter() - t
 
-    for _ in range(5):
-        one()
-    from concurrent.futures import ThreadPoolExecutor
+    def throughput_round(self, n: int) -> float:
+        t = time.perf_counter()
+        list(self._threads.map(self.one, range(n)))
+        return time.perf_counter() - t
 
-    t = time.perf_counter()
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda _i: one(), range(n)))
-    wall = time.perf_counter() - t
-    lat = [one() for _ in range(sequential)]
+    def latency_round(self, n: int) -> list[float]:
+        return [self.one() for _ in range(n)]
+
+    def stop(self) -> None:
+        self._threads.shutdown()
+
+
+def ray_chain_floor(n: int, sequential: int) -> dict[str, float]:
+    floor = RayChainFloor()
+    try:
+        wall = floor.throughput_round(n)
+        lat = floor.latency_round(sequential)
+    finally:
+        floor.stop()
     return {"throughput_per_s": n / wall, "latency_p50_ms": p50(lat) * 1000}
 
 
@@ -230,36 +245,55 @@ def dbos_available() -> bool:
 
 
 async def chain_against_dbos(dbos_url: str | None, n: int, sequential: int,
-                             rounds: int = 4) -> tuple[dict[str, float], dict[str, float] | None]:
-    """wfdag's chain and DBOS's, in alternating rounds (throughput, then latency), so that a
-    drift in the machine's speed during the run (shared cores) slows both alike."""
-    ours = WfdagChain("local")
-    await ours.start()
+                             rounds: int = 4) -> dict[str, dict[str, float]]:
+    """The chain four ways — wfdag with local stages, DBOS, wfdag with task stages, the bare Ray
+    chain — in alternating rounds (throughput, then latency), so that a drift in the
+    machine's speed during the run (shared cores) slows all alike."""
+    local, tasks = WfdagChain("local"), WfdagChain("task")
+    await local.start()
+    await tasks.start()
     peer = await asyncio.to_thread(DbosChain, dbos_url) if dbos_url else None
-    walls = {"wfdag": 0.0, "dbos": 0.0}
-    lats: dict[str, list[float]] = {"wfdag": [], "dbos": []}
+    floor = await asyncio.to_thread(RayChainFloor)
+
+    async def throughput(name: str, per_round: int) -> float:
+        if name == "wfdag":
+            return await local.throughput_round(per_round)
+        if name == "wfdag_task_stages":
+            return await tasks.throughput_round(per_round)
+        other = peer if name == "dbos" else floor
+        assert other is not None
+        return await asyncio.to_thread(other.throughput_round, per_round)
+
+    async def latency(name: str, per_round: int) -> list[float]:
+        if name == "wfdag":
+            return await local.latency_round(per_round)
+        if name == "wfdag_task_stages":
+            return await tasks.latency_round(per_round)
+        other = peer if name == "dbos" else floor
+        assert other is not None
+        return await asyncio.to_thread(other.latency_round, per_round)
+
+    names = ["wfdag", *(["dbos"] if peer is not None else []), "wfdag_task_stages",
+             "ray_floor"]
+    walls = dict.fromkeys(names, 0.0)
+    lats: dict[str, list[float]] = {name: [] for name in names}
     per_round, seq_round = max(1, n // rounds), max(1, sequential // rounds)
     try:
         for r in range(rounds):
-            walls["wfdag"] += await ours.throughput_round(per_round)
-            if peer is not None:
-                walls["dbos"] += await asyncio.to_thread(peer.throughput_round, per_round)
+            for name in names:
+                walls[name] += await throughput(name, per_round)
             log(f"  throughput round {r + 1}/{rounds}")
         for r in range(rounds):
-            lats["wfdag"] += await ours.latency_round(seq_round)
-            if peer is not None:
-                lats["dbos"] += await asyncio.to_thread(peer.latency_round, seq_round)
+            for name in names:
+                lats[name] += await latency(name, seq_round)
             log(f"  latency round {r + 1}/{rounds}")
     finally:
         if peer is not None:
             await asyncio.to_thread(peer.stop)
+        floor.stop()
     done = per_round * rounds
-
-    def figures(name: str) -> dict[str, float]:
-        return {"throughput_per_s": done / walls[name],
-                "latency_p50_ms": p50(lats[name]) * 1000}
-
-    return figures("wfdag"), (figures("dbos") if peer is not None else None)
+    return {name: {"throughput_per_s": done / walls[name],
+                   "latency_p50_ms": p50(lats[name]) * 1000} for name in names}
 
 
 EVENTS_PER_CHAIN = 2 + 3 * CHAIN_STAGES  # initiated, per stage started+attempt+completed, end
@@ -630,11 +664,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         log(f"chain: wfdag and the DBOS Transact peer in alternating rounds, {n} executions "
             f"10 in flight, {seq} one at a time")
         dbos_url = (await create_database(server, "dbos_bench")) if dbos_available() else None
-        raw["chain_wfdag"], raw["chain_dbos"] = await chain_against_dbos(dbos_url, n, seq)
-        log("chain: wfdag with task stages (a Ray task per stage)")
-        raw["chain_wfdag_task_stages"] = await wfdag_chain(n, seq, "task")
-        log("chain: bare Ray floor")
-        raw["chain_ray_floor"] = await asyncio.to_thread(ray_chain_floor, n, seq)
+        for name, figures in (await chain_against_dbos(dbos_url, n, seq)).items():
+            raw[f"chain_{name}"] = figures
         log("chain: raw asyncpg append floor")
         raw["chain_asyncpg_floor"] = await asyncpg_append_floor(url, n)
     if "fork_join" in only:
