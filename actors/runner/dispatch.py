@@ -96,6 +96,10 @@ class _OnWorker:
                 self._worker.close()
             self.lost = True
             return lost_result(exc, int((time.monotonic() - started) * 1000))
+        except BaseException:  # the drive itself stops (its lease is lost): so does the worker
+            if self._worker is not None:
+                self._worker.close()
+            raise
         if self.stopped:
             self._worker.close()
         else:
@@ -103,10 +107,11 @@ class _OnWorker:
         return result
 
     def stop(self) -> None:
-        """Kill its worker: the attempt ends as soon as the worker's death is seen."""
+        """Kill its worker: the attempt ends as soon as the worker's death is seen — with
+        its result, if it answered before it died (as a Ray task's would be)."""
         self.stopped = True
         if self._worker is not None:
-            self._worker.close()
+            self._worker.kill()
 
 
 def _any_running(threads: Iterable[_Thread]) -> bool:

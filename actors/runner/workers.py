@@ -116,10 +116,14 @@ class Worker:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self.serving), timeout)
 
-    def close(self) -> None:
-        self.writer.close()
+    def kill(self) -> None:
+        """End the worker's process (what it answered before it died is still read)."""
         with contextlib.suppress(Exception):
             ray.kill(self.handle, no_restart=True)
+
+    def close(self) -> None:
+        self.kill()
+        self.writer.close()
 
 
 class StageWorkers:
