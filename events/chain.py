@@ -87,9 +87,12 @@ def _report(row: Any, moved: dict[str, tuple[str | None, str | None]]) -> ChainR
 
 
 async def verify_chains(conn: DBReader, execution_id: str | None = None,
-                        organization_id: str | None = None) -> list[ChainReport]:
-    """Every execution's log (or one, or one organization's), checked link by link."""
+                        organization_id: str | None = None, *,
+                        read_model: bool = True) -> list[ChainReport]:
+    """Every execution's log (or one, or one organization's), checked link by link — and,
+    unless ``read_model`` is false (a rebuild, which rewrites it), the read model's
+    organizations against the logs'."""
     rows = await conn.fetch(_VERIFY, execution_id, organization_id)
     moved = {r["eid"]: (r["shown"], r["logged"])
-             for r in await conn.fetch(_MOVED, execution_id)}
+             for r in await conn.fetch(_MOVED, execution_id)} if read_model else {}
     return [_report(r, moved) for r in rows]

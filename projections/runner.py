@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from events import NOTIFY_CHANNEL, EventRow
+from events.chain import ChainReport, verify_chains
 from events.database import DBConnection
 from projections.executions import COLUMNS, execution_row
 from projections.metrics import MetricsProjection
@@ -136,11 +137,13 @@ class ProjectionRunner:
 
 async def rebuild_projections(
     pool: asyncpg.Pool, projections: Sequence[Projection] = PROJECTIONS
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Drop ``workflow_executions`` and every projection's tables and rebuild them from the log.
 
-    Returns ``{"events": …, "executions": …}``.  The result equals what incremental
-    projection produced: both run the same pure functions over the same events.
+    Returns ``{"events": …, "executions": …, "broken": [report, …]}`` — the logs whose hash
+    chain does not hold (``ChainReport.to_json``), checked beside the rebuild.  The result
+    equals what incremental projection produced: both run the same pure functions over the
+    same events.
     """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("LOCK TABLE workflow_events IN SHARE MODE")
@@ -148,36 +151,57 @@ async def rebuild_projections(
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(projection.name))
         tables = ["workflow_executions", *[t for p in projections for t in p.tables]]
         await conn.execute(f"TRUNCATE {', '.join(tables)}")
-        # Columns in EventRow's order, the id as text and metadata never NULL: each record
-        # becomes its row without a conversion in Python (100,000s of them here).
-        records = await conn.fetch(
-            "SELECT execution_id::text, seq, event_type, stage_id, "
-            "COALESCE(metadata, '{}'::jsonb), created_at "
-            "FROM workflow_events ORDER BY workflow_events.txid, workflow_events.position")
-        # The checkpoint: only the last event's place in the global order is needed.
-        last = await conn.fetchrow(
-            "SELECT txid::text AS txid_text, position FROM workflow_events "
-            "ORDER BY txid DESC, position DESC LIMIT 1")
-        make = EventRow._make
-        events = [make(r) for r in records]
-        del records
-        streams: dict[str, list[EventRow]] = {}
-        for ev in events:
-            streams.setdefault(ev.execution_id, []).append(ev)
-        rows = [execution_row(None, stream) for stream in streams.values()]
-        if rows:
-            await conn.copy_records_to_table(
-                "workflow_executions", columns=list(COLUMNS),
-                records=[tuple(r[c] for c in COLUMNS) for r in rows])
-        last_txid, last_position = (
-            (last["txid_text"], last["position"]) if last is not None else ("0", 0))
-        for projection in projections:
-            await projection.rebuild(conn, events)
-            await conn.execute(
-                "INSERT INTO projection_checkpoints (name, last_txid, last_position, "
-                "events_applied) VALUES ($1, $2::text::xid8, $3, $4) ON CONFLICT (name) DO "
-                "UPDATE SET last_txid = EXCLUDED.last_txid, last_position = "
-                "EXCLUDED.last_position, events_applied = EXCLUDED.events_applied, "
-                "updated_at = now()",
-                projection.name, last_txid, last_position, len(events))
-    return {"events": len(events), "executions": len(rows)}
+        # The hash chains are checked meanwhile on a connection of their own: PostgreSQL
+        # hashes every link on one core while this one decodes and projects (appends wait
+        # for the lock taken above, so both see the same log).
+        checking = asyncio.ensure_future(_check_chains(pool))
+        try:
+            rows, events = await _rebuild_in(conn, projections)
+        except BaseException:
+            checking.cancel()
+            raise
+        broken = [report.to_json() for report in await checking if not report.ok]
+    return {"events": len(events), "executions": len(rows), "broken": broken}
+
+
+async def _rebuild_in(conn: DBConnection, projections: Sequence[Projection],
+                      ) -> tuple[list[dict[str, Any]], list[EventRow]]:
+    """The rebuild's scan and writes, in its transaction: (read-model rows, events)."""
+    # Columns in EventRow's order, the id as text and metadata never NULL: each record
+    # becomes its row without a conversion in Python (100,000s of them here).
+    records = await conn.fetch(
+        "SELECT execution_id::text, seq, event_type, stage_id, "
+        "COALESCE(metadata, '{}'::jsonb), created_at "
+        "FROM workflow_events ORDER BY workflow_events.txid, workflow_events.position")
+    # The checkpoint: only the last event's place in the global order is needed.
+    last = await conn.fetchrow(
+        "SELECT txid::text AS txid_text, position FROM workflow_events "
+        "ORDER BY txid DESC, position DESC LIMIT 1")
+    make = EventRow._make
+    events = [make(r) for r in records]
+    del records
+    streams: dict[str, list[EventRow]] = {}
+    for ev in events:
+        streams.setdefault(ev.execution_id, []).append(ev)
+    rows = [execution_row(None, stream) for stream in streams.values()]
+    if rows:
+        await conn.copy_records_to_table(
+            "workflow_executions", columns=list(COLUMNS),
+            records=[tuple(r[c] for c in COLUMNS) for r in rows])
+    last_txid, last_position = (
+        (last["txid_text"], last["position"]) if last is not None else ("0", 0))
+    for projection in projections:
+        await projection.rebuild(conn, events)
+        await conn.execute(
+            "INSERT INTO projection_checkpoints (name, last_txid, last_position, "
+            "events_applied) VALUES ($1, $2::text::xid8, $3, $4) ON CONFLICT (name) DO "
+            "UPDATE SET last_txid = EXCLUDED.last_txid, last_position = "
+            "EXCLUDED.last_position, events_applied = EXCLUDED.events_applied, "
+            "updated_at = now()",
+            projection.name, last_txid, last_position, len(events))
+    return rows, events
+
+
+async def _check_chains(pool: asyncpg.Pool) -> list[ChainReport]:
+    async with pool.acquire() as conn:
+        return await verify_chains(conn, read_model=False)

@@ -23,7 +23,7 @@ from events import (
     migrate,
 )
 from events.chain import verify_chains
-from projections import project_executions
+from projections import project_executions, rebuild_projections
 from tests.conftest import create_database
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -153,6 +153,25 @@ async def test_each_tampering_is_detected_by_verify_and_refused_by_readers(
     assert len(await chained.read(eid, check_chain=False)) >= 3
     others = await _log(chained)  # other logs are not affected
     assert (await _report(chained, others))["ok"] is True
+
+
+async def test_a_rebuild_reports_the_broken_logs_as_verify_does(
+    chained: EventStore,
+) -> None:
+    """The rebuild checks the chains on a second connection while it projects: for every
+    tampering, and for logs left whole, it reports exactly what ``verify_chains`` reports."""
+    tampered = {}
+    for tamper in (_move_to_another_organization, _forge_an_output, _insert_a_completion,
+                   _swap_a_pending_agent, _delete_an_event):
+        eid = await _log(chained)
+        async with chained.pool.acquire() as conn:
+            tampered[eid] = await tamper(conn, eid)
+    whole = [await _log(chained) for _ in range(3)]
+    report = await rebuild_projections(chained.pool)
+    by_sql = [r.to_json() for r in await verify_chains(chained.pool) if not r.ok]
+    assert report["broken"] == by_sql
+    assert {b["execution_id"]: b["broken_at"] for b in report["broken"]} == tampered
+    assert not {b["execution_id"] for b in report["broken"]} & set(whole)
 
 
 async def test_a_read_model_moved_to_another_organization_is_reported(
