@@ -45,7 +45,7 @@ class ExecutionActor:
 
     async def current(self) -> str | None:
         """The execution this runner drives now, if any."""
-        return self.__runner.running
+        return await self.__runner.current()
 
     async def executing(self, execution_id: str) -> str:
         """Runs while this runner drives ``execution_id`` (as the actor task

@@ -89,8 +89,19 @@ class Runner:
         self._lost = False  # the execution driven was lost with the database connection
         self._wake = asyncio.Event()
         self.running: str | None = None  # the execution driven now
+        #: Clear while a claim is in flight: its commit (which names this runner on the lease)
+        #: can be seen by others before its reply reaches this loop.
+        self._claimed = asyncio.Event()
+        self._claimed.set()
         self.driving: dict[str, asyncio.Event] = {}  # execution id → set when its drive ends
         self._requests: dict[str, asyncio.Event] = {}  # execution id → a request was appended
+
+    async def current(self) -> str | None:
+        """The execution driven now — after the claim in flight, if any, has come back (so
+        that it agrees with a lease that already names this runner)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._claimed.wait(), LEASE_IO_SECONDS)
+        return self.running
 
     def _on_enqueued(self, *_args: object) -> None:
         self._wake.set()
@@ -157,7 +168,11 @@ class Runner:
         set_live(self.name, 0)
         while True:
             wake.clear()
-            claim = await claim_next(lease_conn, self.name)
+            self._claimed.clear()
+            try:
+                claim = await claim_next(lease_conn, self.name)
+            finally:
+                self._claimed.set()
             if claim is None:
                 just_drove = False
                 if not listening:
