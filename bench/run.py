@@ -498,11 +498,15 @@ async def replay(events_in_log: int, rebuild_events: int) -> dict[str, float]:
 # --- scale ------------------------------------------------------------------------------------
 
 class PeakRss:
-    """Samples the summed resident memory of this process and every Ray process."""
+    """Samples the resident memory of this process and every Ray process: summed RSS (each
+    process's shared pages — libraries, Ray's object store — counted in each), and PSS (the
+    kernel's proportional set size: a shared page split among the processes that map it, so
+    the sum is what the group holds)."""
 
     def __init__(self) -> None:
-        self.peak = 0
-        self.at_peak: dict[str, float] = {}  # MB by kind of process, at the peak
+        self.peak = 0  # summed RSS
+        self.peak_pss = 0
+        self.at_peak: dict[str, float] = {}  # PSS MB by kind of process, at the PSS peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -510,34 +514,37 @@ class PeakRss:
     def _kind(pid: int, cmd: str) -> str:
         if pid == os.getpid():
             return "driver"
-        for marker, kind in (("ExecutionActor", "runners"), ("Projection", "projection actor"),
+        for marker, kind in (("ExecutionActor", "runners"), ("StageWorker", "stage workers"),
+                             ("Projection", "projection actor"),
                              ("raylet", "raylet"), ("gcs_server", "gcs_server"),
                              ("dashboard", "dashboard and agents"), ("ray::", "ray workers")):
             if marker in cmd:
                 return kind
         return "other ray"
 
-    def _sample(self) -> tuple[int, dict[str, float]]:
-        total = 0
+    def _sample(self) -> tuple[int, int, dict[str, float]]:
+        total = pss_total = 0
         kinds: dict[str, float] = {}
         for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
             try:
                 cmd = " ".join(proc.info["cmdline"] or [])
                 if proc.info["pid"] == os.getpid() or "ray" in cmd.lower() \
                         or (proc.info["name"] or "").startswith("ray::"):
-                    rss = proc.info["memory_info"].rss
-                    total += rss
+                    total += proc.info["memory_info"].rss
+                    pss = proc.memory_full_info().pss
+                    pss_total += pss
                     kind = self._kind(proc.info["pid"], cmd)
-                    kinds[kind] = kinds.get(kind, 0.0) + rss / 2**20
-            except (psutil.Error, TypeError):
+                    kinds[kind] = kinds.get(kind, 0.0) + pss / 2**20
+            except (psutil.Error, TypeError, AttributeError):
                 continue
-        return total, kinds
+        return total, pss_total, kinds
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            total, kinds = self._sample()
-            if total > self.peak:
-                self.peak, self.at_peak = total, {k: round(v) for k, v in kinds.items()}
+            total, pss, kinds = self._sample()
+            self.peak = max(self.peak, total)
+            if pss > self.peak_pss:
+                self.peak_pss, self.at_peak = pss, {k: round(v) for k, v in kinds.items()}
             self._stop.wait(0.5)
 
     def __enter__(self) -> PeakRss:
@@ -601,7 +608,8 @@ async def scale(n: int) -> dict[str, float]:
         wall = time.perf_counter() - t
     completed = sum(1 for s in statuses if s.status == "completed")
     return {"submitted": n, "completed": completed, "throughput_per_s": completed / wall,
-            "peak_rss_mb": rss.peak / 2**20, "peak_rss_mb_by_process": rss.at_peak}
+            "peak_rss_mb": rss.peak_pss / 2**20, "peak_rss_sum_mb": rss.peak / 2**20,
+            "peak_rss_mb_by_process": rss.at_peak}
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -772,6 +780,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                         if "long_log" in raw else None),
         "scale_10k_completed": raw["scale"]["completed"] if "scale" in raw else None,
         "scale_10k_peak_rss_mb": round(raw["scale"]["peak_rss_mb"]) if "scale" in raw else None,
+        "scale_10k_peak_rss_sum_mb": (round(raw["scale"]["peak_rss_sum_mb"])
+                                      if "scale" in raw else None),
         "cli_status_p50_ms": (round(raw["cli"]["status_p50_ms"], 1) if "cli" in raw else None),
         "cli_status_vs_python": (ratio(raw["cli"]["status_p50_ms"],
                                        raw["cli"]["python_pass_p50_ms"])
@@ -800,29 +810,30 @@ def console_keys(c: dict[str, Any] | None) -> dict[str, Any]:
 
 
 TARGETS = {
-    "chain_throughput_vs_dbos": ">= 1.0",
+    "chain_throughput_vs_dbos": ">= 1.5 (local stages)",
     "chain_latency_p50_vs_dbos": "<= 1.0",
     "chain_throughput_vs_ray_floor": "(context)",
-    "chain_task_stages_throughput_vs_dbos": "(context: a Ray task per stage)",
-    "chain_task_stages_latency_p50_vs_dbos": "(context: a Ray task per stage)",
+    "chain_task_stages_throughput_vs_dbos": ">= 1.0 (task stages: stage workers)",
+    "chain_task_stages_latency_p50_vs_dbos": "<= 1.0 (task stages: stage workers)",
     "fork_join_over_critical_path": "<= 1.10",
     "replay_fold_events_per_s": ">= 100000",
     "replay_read_and_fold_events_per_s": "(context: read from PostgreSQL + fold)",
-    "rebuild_vs_scan": ">= 0.5",
-    "append_vs_floor": ">= 0.7",
+    "rebuild_vs_scan": ">= 0.70",
+    "append_vs_floor": ">= 0.80",
     "large_row_vs_log": "<= 0.001 (the row holds summaries, not outputs)",
     "large_row_bytes": "< 65536 for 60 stages (its JSON; stored compressed, smaller)",
     "large_status_read_p50_ms": "(context)",
     "scale_completed": "all submitted",
     "scale_peak_rss_mb": "< 4096",
-    "chain_task_stages_throughput_vs_ray_floor": ">= 0.90",
+    "chain_task_stages_throughput_vs_ray_floor": ">= 0.90 (over 5 bare chained Ray tasks)",
     "parked_10k_runner_rss_growth_mb": "<= 100 (10,000 parked on approvals)",
     "approve_to_next_stage_p50_ms": "<= 50 (approve call -> next stage's agent starts)",
     "long_log_resume_ms": "<= 300 (50,000 events, a fresh runner -> next stage dispatched)",
     "long_log_resume_whole_log_ms": "(context: no snapshot, the whole log read and checked)",
     "long_log_resume_vs_raw_read": "(context: over reading the log's raw rows)",
     "scale_10k_completed": "all of 10,000 submitted at once",
-    "scale_10k_peak_rss_mb": "< 4096",
+    "scale_10k_peak_rss_mb": "< 4096 (PSS: shared pages counted once)",
+    "scale_10k_peak_rss_sum_mb": "(context: summed RSS, shared pages counted in each process)",
     "cli_status_p50_ms": "(context: a whole process, the service up)",
     "cli_status_vs_python": "<= 2.5 (over `python -c pass`)",
     "console_execution_open_ms": "< 1000 (2,000 events, in Chromium until drawn)",
