@@ -23,6 +23,7 @@ from actors.runner.protocol import AttemptResult, AttemptSpec
 __all__ = [
     "ACCEPT_SECONDS",
     "HEADER",
+    "MAX_FRAME",
     "Listener",
     "frame",
     "read_frame",
@@ -35,7 +36,9 @@ __all__ = [
 #: How long a new worker waits for its runner to connect before it gives up and ends.
 ACCEPT_SECONDS = 60.0
 HEADER = struct.Struct("!I")
-_MAX_FRAME = 64 * 2**20  # far above a spec's or a result's size (payloads are capped)
+#: The largest frame either side reads: far above a spec's or a result's size (payloads are
+#: capped), far below what a runaway (or hostile) header could make the reader allocate.
+MAX_FRAME = 64 * 2**20
 _RESULT_KEYS = frozenset({"ok", "duration_ms", "output", "error", "pid"})
 
 
@@ -80,7 +83,7 @@ def read_frame(stream: Any) -> bytes | None:
     if len(header) < HEADER.size:
         return None
     (size,) = HEADER.unpack(header)
-    if size > _MAX_FRAME:
+    if size > MAX_FRAME:
         return None
     data = stream.read(size)
     return data if len(data) == size else None

@@ -37,7 +37,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.logs import configure
 from actors.runner.attempt import run_guarded_attempt
-from actors.runner.frames import HEADER, Listener, frame, result_from_json, spec_to_json
+from actors.runner.frames import (
+    HEADER,
+    MAX_FRAME,
+    Listener,
+    frame,
+    result_from_json,
+    spec_to_json,
+)
 from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
 
 __all__ = ["StageWorker", "StageWorkers", "Worker", "WorkerLostError", "lost_result"]
@@ -99,6 +106,8 @@ class Worker:
             self.writer.write(frame(spec_to_json(spec)))
             await self.writer.drain()
             (size,) = HEADER.unpack(await self.reader.readexactly(HEADER.size))
+            if size > MAX_FRAME:
+                raise ValueError(f"a stage worker announced a {size}-byte answer")
             return result_from_json(await self.reader.readexactly(size))
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             raise WorkerLostError("WorkerCrashedError", await self._death(exc)) from None

@@ -3,6 +3,7 @@ thread, as a worker's main thread serves it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
@@ -108,3 +109,23 @@ def test_a_worker_nobody_connects_to_gives_up() -> None:
     listener = Listener()
     assert listener.serve(lambda spec: AttemptResult(ok=True, duration_ms=0), 0.2) == 0
     assert not Path(listener.path).parent.exists()
+
+
+async def test_a_runner_refuses_an_answer_larger_than_any_result() -> None:
+    """A worker runs agents' code: a header announcing gigabytes is not read (the worker is
+    taken for lost), nor is an answer that is not a result."""
+    from actors.runner.frames import MAX_FRAME
+    from actors.runner.workers import Worker, WorkerLostError
+
+    for answer in (HEADER.pack(MAX_FRAME + 1), frame(b'{"not": "a result"}')):
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        ended: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        ended.set_result(0)
+        worker = Worker(handle=None, pid=0, serving=ended, reader=reader, writer=writer)
+        theirs.sendall(answer)
+        with pytest.raises(WorkerLostError) as lost:
+            await worker.call(SPEC)
+        assert lost.value.type == "WorkerCrashedError"
+        writer.close()
+        theirs.close()
