@@ -255,23 +255,15 @@ async def chain_against_dbos(dbos_url: str | None, n: int, sequential: int,
     peer = await asyncio.to_thread(DbosChain, dbos_url) if dbos_url else None
     floor = await asyncio.to_thread(RayChainFloor)
 
-    async def throughput(name: str, per_round: int) -> float:
-        if name == "wfdag":
-            return await local.throughput_round(per_round)
-        if name == "wfdag_task_stages":
-            return await tasks.throughput_round(per_round)
-        other = peer if name == "dbos" else floor
-        assert other is not None
-        return await asyncio.to_thread(other.throughput_round, per_round)
+    contenders: dict[str, Any] = {"wfdag": local, "dbos": peer, "wfdag_task_stages": tasks,
+                                  "ray_floor": floor}
 
-    async def latency(name: str, per_round: int) -> list[float]:
-        if name == "wfdag":
-            return await local.latency_round(per_round)
-        if name == "wfdag_task_stages":
-            return await tasks.latency_round(per_round)
-        other = peer if name == "dbos" else floor
-        assert other is not None
-        return await asyncio.to_thread(other.latency_round, per_round)
+    async def measure(name: str, kind: str, size: int) -> Any:
+        """One round of ``kind`` (throughput: wall seconds; latency: the values)."""
+        method = getattr(contenders[name], f"{kind}_round")
+        if asyncio.iscoroutinefunction(method):
+            return await method(size)
+        return await asyncio.to_thread(method, size)  # DBOS and Ray block: a thread
 
     names = ["wfdag", *(["dbos"] if peer is not None else []), "wfdag_task_stages",
              "ray_floor"]
@@ -281,11 +273,11 @@ async def chain_against_dbos(dbos_url: str | None, n: int, sequential: int,
     try:
         for r in range(rounds):
             for name in names:
-                walls[name] += await throughput(name, per_round)
+                walls[name] += await measure(name, "throughput", per_round)
             log(f"  throughput round {r + 1}/{rounds}")
         for r in range(rounds):
             for name in names:
-                lats[name] += await latency(name, seq_round)
+                lats[name] += await measure(name, "latency", seq_round)
             log(f"  latency round {r + 1}/{rounds}")
     finally:
         if peer is not None:
