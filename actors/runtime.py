@@ -114,8 +114,8 @@ class Settings:
             max_recoveries=_int(env, "WFDAG_MAX_RECOVERIES", 5),
             warm_workers=_int(env, "WFDAG_WARM_WORKERS", 12),
             stage_workers=max(0, _int(env, "WFDAG_STAGE_WORKERS", 4)),
-            stage_worker_idle_seconds=max(
-                0.1, float(_int(env, "WFDAG_STAGE_WORKER_IDLE_SECONDS", 60))),
+            stage_worker_idle_seconds=float(
+                max(1, _int(env, "WFDAG_STAGE_WORKER_IDLE_SECONDS", 60))),
             max_payload_bytes=_int(env, "WFDAG_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_log_bytes=_int(env, "WFDAG_MAX_LOG_BYTES", DEFAULT_MAX_LOG_BYTES),
             ray_dashboard=env.get("WFDAG_RAY_DASHBOARD", "1") == "1",

@@ -139,10 +139,10 @@ def retire(reason: str, execution_id: str | None, log: Any) -> NoReturn:
 
 
 class Dispatcher:
-    """The stage attempts of one runner in flight: task refs and local threads."""
+    """The stage attempts of one runner in flight: on stage workers, task refs, local
+    threads."""
 
-    def __init__(self, local_threads: int, log: Any, workers: StageWorkers | None = None,
-                 ) -> None:
+    def __init__(self, local_threads: int, log: Any, workers: StageWorkers) -> None:
         self._log = log
         self._local_threads = local_threads
         self._workers = workers
@@ -196,13 +196,12 @@ class Dispatcher:
         thread: _Thread | None = None
         ref: Any = None
         on_worker: _OnWorker | None = None
-        workers = self._workers
         if local:
             thread = self._threads().submit(run_guarded_attempt, spec)
             self._local[key] = thread
             result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
-        elif workers is not None and workers.enabled and on_stage_worker(stage):
-            on_worker = self._busy[key] = _OnWorker(workers)
+        elif self._workers.enabled and on_stage_worker(stage):
+            on_worker = self._busy[key] = _OnWorker(self._workers)
             result_future = asyncio.ensure_future(on_worker.run(spec))
         else:
             options = stage_task_options(workflow_id, stage, undo=key[0] == "undo")

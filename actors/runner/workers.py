@@ -120,11 +120,6 @@ class Worker:
             return f"the stage worker (pid {self.pid}) died: {self.serving.exception()}"[:2000]
         return f"the stage worker (pid {self.pid}) hung up: {type(exc).__name__}: {exc}"
 
-    async def ended(self, timeout: float) -> None:
-        """Wait (at most ``timeout``) until Ray has seen this worker end."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self.serving), timeout)
-
     def kill(self) -> None:
         """End the worker's process (what it answered before it died is still read)."""
         with contextlib.suppress(Exception):
@@ -150,9 +145,6 @@ class StageWorkers:
     def enabled(self) -> bool:
         return self.keep_idle > 0
 
-    def idle_count(self) -> int:
-        return len(self._idle)
-
     async def acquire(self) -> Worker:
         """An idle worker, or a new one on this node (``WorkerLostError`` if it cannot
         start)."""
@@ -171,6 +163,7 @@ class StageWorkers:
         try:
             path, token, pid = await handle.address.remote()
             serving = asyncio.ensure_future(asyncio.wrap_future(handle.serve.remote().future()))
+            serving.add_done_callback(lambda f: f.cancelled() or f.exception())  # no warning
             reader, writer = await asyncio.open_unix_connection(path)
             writer.write(frame(token.encode()))
             await writer.drain()
@@ -181,7 +174,6 @@ class StageWorkers:
                 raise
             raise WorkerLostError(type(exc).__name__,
                                   f"a stage worker could not start: {exc}"[:2000]) from None
-        serving.add_done_callback(lambda f: f.cancelled() or f.exception())  # no warning
         self._log.info("stage_worker.started", pid=pid, idle=len(self._idle))
         return Worker(handle=handle, pid=pid, serving=serving, reader=reader, writer=writer)
 
@@ -211,15 +203,6 @@ class StageWorkers:
         if keep:
             due = min(w.idle_since for w in keep) + self._idle_seconds
             self._sweep = loop.call_later(max(0.0, due - now), self._expire)
-
-    def close(self) -> None:
-        """Stop every idle worker."""
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
-        for worker in self._idle:
-            worker.close()
-        self._idle.clear()
 
 
 def lost_result(exc: WorkerLostError, duration_ms: int) -> AttemptResult:

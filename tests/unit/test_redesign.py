@@ -205,6 +205,20 @@ def test_settings_are_read_once_and_bad_values_name_the_variable() -> None:
         config.pool_size = 4  # type: ignore[misc]
 
 
+def test_stage_worker_settings() -> None:
+    from actors.runtime import Settings
+    from definitions import InvalidArgumentError
+
+    default = Settings.from_env({})
+    assert (default.stage_workers, default.stage_worker_idle_seconds) == (4, 60.0)
+    off = Settings.from_env({"WFDAG_STAGE_WORKERS": "0", "WFDAG_STAGE_WORKER_IDLE_SECONDS": "5"})
+    assert (off.stage_workers, off.stage_worker_idle_seconds) == (0, 5.0)
+    for name in ("WFDAG_STAGE_WORKERS", "WFDAG_STAGE_WORKER_IDLE_SECONDS"):
+        for bad in ("-1", "two"):
+            with pytest.raises(InvalidArgumentError, match=name):
+                Settings.from_env({name: bad})
+
+
 def test_an_unknown_stage_is_not_an_unknown_workflow() -> None:
     from definitions import NotFoundError, StageNotFoundError, WorkflowNotFoundError
 
