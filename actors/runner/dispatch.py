@@ -78,27 +78,22 @@ def on_stage_worker(stage: WorkflowStage) -> bool:
 class _OnWorker:
     """One attempt on a stage worker: acquired, called, kept for the next — or killed."""
 
-    def __init__(self, workers: StageWorkers) -> None:
+    def __init__(self, workers: StageWorkers, worker: Worker) -> None:
         self._workers = workers
-        self._worker: Worker | None = None
+        self._worker = worker
         self.stopped = False
-        self.lost = False  # its worker died (or could not start) under it
+        self.lost = False  # its worker died under it
 
     async def run(self, spec: AttemptSpec) -> AttemptResult:
         started = time.monotonic()
         try:
-            self._worker = await self._workers.acquire()
-            if self.stopped:  # stopped while its worker started
-                raise WorkerLostError("StageCancelled", "stopped before it started")
             result = await self._worker.call(spec)
         except WorkerLostError as exc:
-            if self._worker is not None:
-                self._worker.close()
+            self._worker.close()
             self.lost = True
             return lost_result(exc, int((time.monotonic() - started) * 1000))
         except BaseException:  # the drive itself stops (its lease is lost): so does the worker
-            if self._worker is not None:
-                self._worker.close()
+            self._worker.close()
             raise
         if self.stopped:
             self._worker.close()
@@ -110,8 +105,7 @@ class _OnWorker:
         """Kill its worker: the attempt ends as soon as the worker's death is seen — with
         its result, if it answered before it died (as a Ray task's would be)."""
         self.stopped = True
-        if self._worker is not None:
-            self._worker.kill()
+        self._worker.kill()
 
 
 def _any_running(threads: Iterable[_Thread]) -> bool:
@@ -196,12 +190,16 @@ class Dispatcher:
         thread: _Thread | None = None
         ref: Any = None
         on_worker: _OnWorker | None = None
+        # A task stage that asks for no resources takes an idle stage worker; with none ready
+        # it runs as a Ray task of its own while one starts for the next attempts.
+        worker = (self._workers.take() if not local and self._workers.enabled
+                  and on_stage_worker(stage) else None)
         if local:
             thread = self._threads().submit(run_guarded_attempt, spec)
             self._local[key] = thread
             result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
-        elif self._workers.enabled and on_stage_worker(stage):
-            on_worker = self._busy[key] = _OnWorker(self._workers)
+        elif worker is not None:
+            on_worker = self._busy[key] = _OnWorker(self._workers, worker)
             result_future = asyncio.ensure_future(on_worker.run(spec))
         else:
             options = stage_task_options(workflow_id, stage, undo=key[0] == "undo")

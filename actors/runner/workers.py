@@ -140,20 +140,35 @@ class StageWorkers:
         self._idle: list[Worker] = []  # most recently used last
         self._sweep: asyncio.TimerHandle | None = None
         self._node_id: str | None = None
+        self._starting: set[asyncio.Future[Worker]] = set()
 
     @property
     def enabled(self) -> bool:
         return self.keep_idle > 0
 
-    async def acquire(self) -> Worker:
-        """An idle worker, or a new one on this node (``WorkerLostError`` if it cannot
-        start)."""
+    def take(self) -> Worker | None:
+        """An idle worker, ready now — or None, and one more is started in the background
+        (an attempt never waits for a process to start: it runs as a Ray task meanwhile)."""
         while self._idle:
             worker = self._idle.pop()
             if worker.alive():
                 return worker
             worker.close()
-        return await self._start()
+        if len(self._starting) < self.keep_idle:
+            starting = asyncio.ensure_future(self._start())
+            self._starting.add(starting)
+            starting.add_done_callback(self._started)
+        return None
+
+    def _started(self, starting: asyncio.Future[Worker]) -> None:
+        self._starting.discard(starting)
+        if starting.cancelled():
+            return
+        if starting.exception() is not None:
+            self._log.warning("stage_worker.start_failed", error=str(starting.exception()),
+                              next_step="task stages run as Ray tasks until one starts")
+            return
+        self.release(starting.result())
 
     async def _start(self) -> Worker:
         if self._node_id is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 import ray
 
@@ -24,18 +25,21 @@ from tests.integration.test_runtime import attempts_of
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-async def test_a_chain_of_task_stages_reuses_one_warm_worker() -> None:
+async def test_a_chain_of_task_stages_reuses_one_warm_worker(tmp_dir: Path) -> None:
+    # A runner without an idle worker runs the attempt as a Ray task while one starts: the
+    # first stage lasts long enough for the worker to be ready for the next ones.
     dag = await register_chain("workers-reuse", [
-        stage("one", "where"), stage("two", "where"), stage("three", "where"),
-        stage("placed", "where", resources={"CPU": 0.01}),
+        stage("warm", "long_running"), stage("one", "where"), stage("two", "where"),
+        stage("three", "where"), stage("placed", "where", resources={"CPU": 0.01}),
     ])
-    eid = await execute_workflow_dag(dag.id, {}, "tester")
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": 4}, "tester")
     status = await wait_for_workflow(eid, timeout=60)
     assert status.status == "completed", status.error_message
     outputs = {e.stage_id: e.output for e in await events_of(eid) if e.type == "stage_completed"}
     # One process ran the three stages one after the other: a stage worker (an actor)...
     assert outputs["one"]["pid"] == outputs["two"]["pid"] == outputs["three"]["pid"]
     assert outputs["one"]["actor_id"] is not None
+    assert "StageWorker" in " ".join(psutil.Process(outputs["one"]["pid"]).cmdline())
     # ...and a stage that asks for resources is a Ray task of its own (no actor).
     assert outputs["placed"]["actor_id"] is None
     assert outputs["placed"]["pid"] != outputs["one"]["pid"]
@@ -63,11 +67,14 @@ async def test_a_worker_that_dies_under_its_attempt_is_a_retryable_system_failur
 
 
 async def test_a_killed_runner_takes_its_stage_worker_with_it(tmp_dir: Path) -> None:
-    dag = await register_chain("workers-fate", [stage("slow", "long_running", timeout=120)])
-    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir), "seconds": 6}, "tester")
+    dag = await register_chain("workers-fate", [stage("warm", "long_running"),
+                                                stage("slow", "long_running", timeout=120)])
+    eid = await execute_workflow_dag(
+        dag.id, {"dir": str(tmp_dir), "seconds_warm": 4, "seconds": 6}, "tester")
     pid_file = tmp_dir / "slow.pid"
     await wait_until(pid_file.exists, timeout=30, what="the slow stage to start")
     worker_pid = int(pid_file.read_text().split()[0])
+    assert "StageWorker" in " ".join(psutil.Process(worker_pid).cmdline())
     handle = execution_actor(eid)
     assert handle is not None
     ray.kill(handle, no_restart=False)
