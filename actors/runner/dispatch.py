@@ -1,9 +1,10 @@
 """Dispatch of stage attempts: a stage worker or a Ray task (killable), or a thread of the
 runner (local).
 
-A task stage runs on one of the runner's stage workers (:mod:`actors.runner.workers`), or —
-when it asks for resources, or ``WFDAG_STAGE_WORKERS=0`` — as a Ray task of its own; either
-is stopped on timeout or cancellation by killing its process.  A local stage is a thread of
+A task stage is a Ray task of its own — or, with ``WFDAG_STAGE_WORKERS`` set (opt-in) and no
+resources asked, an attempt on one of the runner's idle stage workers
+(:mod:`actors.runner.workers`); either is stopped on timeout or cancellation by killing its
+process.  A local stage is a thread of
 the runner's process, which cannot be stopped: one that outlives its attempt is *abandoned*,
 and the runner ends its own process (:func:`retire`) before anything could run the stage
 again beside it.
@@ -76,7 +77,7 @@ def on_stage_worker(stage: WorkflowStage) -> bool:
 
 
 class _OnWorker:
-    """One attempt on a stage worker: acquired, called, kept for the next — or killed."""
+    """One attempt on an idle stage worker it took: called, kept for the next — or killed."""
 
     def __init__(self, workers: StageWorkers, worker: Worker) -> None:
         self._workers = workers
