@@ -87,9 +87,8 @@ class Settings:
     max_recoveries: int = 5
     #: Idle Ray workers kept warm by a local Ray, so that forks start at once.
     warm_workers: int = 12
-    #: Idle stage workers a runner keeps for its task stages (0, the default: a Ray task per
-    #: stage — stage workers are opt-in until they hold up under the chaos suite's churn).
-    stage_workers: int = 0
+    #: The most stage workers a node holds, all its runners together (0: a Ray task per stage).
+    stage_workers: int = 12
     #: A stage worker idle this long is stopped.
     stage_worker_idle_seconds: float = 60.0
     #: Size limit of a context, an agent output or a definition (bytes of JSON).
@@ -114,7 +113,7 @@ class Settings:
             local_threads=max(1, _int(env, "WFDAG_LOCAL_THREADS", 32)),
             max_recoveries=_int(env, "WFDAG_MAX_RECOVERIES", 5),
             warm_workers=_int(env, "WFDAG_WARM_WORKERS", 12),
-            stage_workers=max(0, _int(env, "WFDAG_STAGE_WORKERS", 0)),
+            stage_workers=max(0, _int(env, "WFDAG_STAGE_WORKERS", 12)),
             stage_worker_idle_seconds=float(
                 max(1, _int(env, "WFDAG_STAGE_WORKER_IDLE_SECONDS", 60))),
             max_payload_bytes=_int(env, "WFDAG_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),

@@ -106,7 +106,6 @@ async def main_async(args: argparse.Namespace) -> None:
     _PGDATA.append(Path(tmp) / "pgdata")
     os.environ["WFDAG_DATABASE_URL"] = embedded_database_url(_PGDATA[0])
     os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
-    os.environ.setdefault("WFDAG_STAGE_WORKERS", "4")  # as bench/run.py measures
     from run import WfdagChain, ray_chain_floor, run_many  # type: ignore[import-not-found]
 
     from actors import initialize_workflow_system

@@ -649,9 +649,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     url = await create_database(server, "wfdag_bench")
     os.environ["WFDAG_DATABASE_URL"] = url
     os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
-    # Task stages on stage workers (opt-in; README "Stage workers"): what the issue-18 keys
-    # measure.  WFDAG_STAGE_WORKERS=0 in the environment measures a Ray task per stage.
-    os.environ.setdefault("WFDAG_STAGE_WORKERS", "4")
+    # Task stages run on stage workers (the default; README "Stage workers").
+    # WFDAG_STAGE_WORKERS=0 in the environment measures a Ray task per stage.
     from actors import initialize_workflow_system
     from actors.ray_session import ensure_ray
 

@@ -97,9 +97,6 @@ def ray_session(database_url: str) -> Iterator[None]:
         [str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     )
     os.environ.setdefault("WFDAG_RAY_DASHBOARD", "0")
-    # The suite's runners run task stages on stage workers (opt-in, README "Stage workers");
-    # the processes with a Ray of their own (chaos, cluster, service) run the default.
-    os.environ.setdefault("WFDAG_STAGE_WORKERS", "4")
     import ray
 
     from actors.ray_session import ensure_ray

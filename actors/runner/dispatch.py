@@ -90,23 +90,32 @@ class _OnWorker:
         try:
             result = await self._worker.call(spec)
         except WorkerLostError as exc:
-            self._worker.close()
+            self._end()
             self.lost = True
             return lost_result(exc, int((time.monotonic() - started) * 1000))
         except BaseException:  # the drive itself stops (its lease is lost): so does the worker
-            self._worker.close()
+            self._end()
             raise
         if self.stopped:
-            self._worker.close()
+            self._end()
         else:
             self._workers.release(self._worker)
         return result
 
+    def _end(self) -> None:
+        """Its worker is gone (killed or dead): a replacement starts now, in the background."""
+        self._worker.close()
+        self._workers.replenish()
+
     def stop(self) -> None:
         """Kill its worker: the attempt ends as soon as the worker's death is seen — with
-        its result, if it answered before it died (as a Ray task's would be)."""
+        its result, if it answered before it died (as a Ray task's would be).  Should its
+        socket not report the death, the runner hangs up after CANCEL_GRACE_SECONDS: the
+        attempt ends then (and the worker's slot is given back) all the same."""
         self.stopped = True
         self._worker.kill()
+        with contextlib.suppress(RuntimeError):  # no loop: the process is ending anyway
+            asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, self._worker.close)
 
 
 def _any_running(threads: Iterable[_Thread]) -> bool:
@@ -143,6 +152,10 @@ class Dispatcher:
         self._workers = workers
         self._refs: dict[Key, Any] = {}  # task stages in flight
         self._busy: dict[Key, _OnWorker] = {}  # attempts on stage workers
+        # Their calls, held until they end: one whose drive was cancelled (a lost lease) still
+        # runs until its killed worker's death is seen — a task nothing referred to would be
+        # collected before that, and never close its worker or give its slot back.
+        self._calls: set[asyncio.Future[AttemptResult]] = set()
         self._local: dict[Key, _Thread] = {}
         self._abandoned: set[_Thread] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -201,7 +214,9 @@ class Dispatcher:
             result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
         elif worker is not None:
             on_worker = self._busy[key] = _OnWorker(self._workers, worker)
-            result_future = asyncio.ensure_future(on_worker.run(spec))
+            result_future = call = asyncio.ensure_future(on_worker.run(spec))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
         else:
             options = stage_task_options(workflow_id, stage, undo=key[0] == "undo")
             ref = _stage_remote().options(**options).remote(spec)
@@ -223,10 +238,12 @@ class Dispatcher:
         cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         if cancel_waiter is not None:
             waiters.add(cancel_waiter)
-        done, _ = await asyncio.wait(waiters, timeout=stage.timeout_seconds,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if cancel_waiter is not None and not cancel_waiter.done():
-            cancel_waiter.cancel()
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=stage.timeout_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:  # (cancelled too: its drive ends)
+            if cancel_waiter is not None and not cancel_waiter.done():
+                cancel_waiter.cancel()
 
         def failed(type_: str, message: str, retryable: bool) -> AttemptResult:
             return AttemptResult(ok=False, duration_ms=int((loop.time() - started) * 1000),

@@ -83,7 +83,7 @@ class Runner:
         self._log = get_logger(runner=name)
         config = settings()
         self._dispatch = Dispatcher(config.local_threads, self._log, StageWorkers(
-            keep_idle=config.stage_workers, idle_seconds=config.stage_worker_idle_seconds,
+            per_node=config.stage_workers, idle_seconds=config.stage_worker_idle_seconds,
             log=self._log))
         self._breakers = BreakerView(database_url)
         self._lost = False  # the execution driven was lost with the database connection

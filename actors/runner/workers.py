@@ -17,10 +17,12 @@ costs tens of microseconds.  What a task stage promised stays:
   task of its own, which holds them only while it runs.
 
 The socket lives in a directory only its user can open, takes one connection, which must
-first send the worker's random token, and is unlinked once taken.  A runner keeps at most
-``WFDAG_STAGE_WORKERS`` idle workers (a wide fork starts more; the extra ones stop when their
-attempt ends) and stops a worker idle for ``WFDAG_STAGE_WORKER_IDLE_SECONDS``;
-``WFDAG_STAGE_WORKERS=0`` runs every task stage as a Ray task of its own.
+first send the worker's random token, and is unlinked once taken.  A node holds at most
+``WFDAG_STAGE_WORKERS`` stage workers, all its runners together (:mod:`actors.runner.slots`);
+a runner starts one at a time, keeps at most half of the node's number idle, and stops a
+worker idle for ``WFDAG_STAGE_WORKER_IDLE_SECONDS``.  An attempt that finds no idle worker
+runs as a Ray task — it never waits for a process to start.  ``WFDAG_STAGE_WORKERS=0`` runs
+every task stage as a Ray task of its own.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from actors.runner.frames import (
     spec_to_json,
 )
 from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
+from actors.runner.slots import NodeSlots, Slot
 
 __all__ = ["StageWorker", "StageWorkers", "Worker", "WorkerLostError", "lost_result"]
 
@@ -95,6 +98,7 @@ class Worker:
     serving: asyncio.Future[Any]  # its ``serve`` call: done once the worker has ended
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    slot: Slot  # its place among the node's stage workers, given back when it is closed
     idle_since: float = field(default=0.0)
 
     def alive(self) -> bool:
@@ -128,40 +132,55 @@ class Worker:
     def close(self) -> None:
         self.kill()
         self.writer.close()
+        self.slot.release()
 
 
 class StageWorkers:
     """One runner's stage workers: the idle ones, kept for the next attempts."""
 
-    def __init__(self, *, keep_idle: int, idle_seconds: float, log: Any) -> None:
-        self.keep_idle = keep_idle
+    def __init__(self, *, per_node: int, idle_seconds: float, log: Any) -> None:
+        self.per_node = per_node
+        self.keep_idle = max(1, per_node // 2)
         self._idle_seconds = idle_seconds
         self._log = log
         self._idle: list[Worker] = []  # most recently used last
         self._sweep: asyncio.TimerHandle | None = None
-        self._node_id: str | None = None
-        self._starting: set[asyncio.Future[Worker]] = set()
+        self._slots: NodeSlots | None = None
+        self._starting: asyncio.Future[Worker] | None = None
 
     @property
     def enabled(self) -> bool:
-        return self.keep_idle > 0
+        return self.per_node > 0
 
     def take(self) -> Worker | None:
         """An idle worker, ready now — or None, and one more is started in the background
-        (an attempt never waits for a process to start: it runs as a Ray task meanwhile)."""
+        when none is starting and the node has a slot free (an attempt never waits for a
+        process to start: it runs as a Ray task meanwhile)."""
         while self._idle:
             worker = self._idle.pop()
             if worker.alive():
                 return worker
             worker.close()
-        if len(self._starting) < self.keep_idle:
-            starting = asyncio.ensure_future(self._start())
-            self._starting.add(starting)
-            starting.add_done_callback(self._started)
+        self.replenish()
         return None
 
-    def _started(self, starting: asyncio.Future[Worker]) -> None:
-        self._starting.discard(starting)
+    def replenish(self) -> None:
+        """Start one more worker in the background — unless one is starting, or the node has
+        no slot free.  Called by an attempt that found none idle, and at once when a worker
+        was killed under its attempt (a lost lease, a timeout, a cancel): its replacement
+        starts while the runner reconnects or decides, off the next attempt's path."""
+        if self._starting is None:
+            if self._slots is None:
+                self._slots = NodeSlots(self.per_node, ray.get_runtime_context().get_node_id())
+            slot = self._slots.acquire()
+            if slot is not None:
+                self._starting = asyncio.ensure_future(self._start(slot))
+                self._starting.add_done_callback(lambda started: self._started(started, slot))
+
+    def _started(self, starting: asyncio.Future[Worker], slot: Slot) -> None:
+        self._starting = None
+        if starting.cancelled() or starting.exception() is not None:
+            slot.release()  # (a start cancelled before it ran never reached its own cleanup)
         if starting.cancelled():
             return
         if starting.exception() is not None:
@@ -170,12 +189,11 @@ class StageWorkers:
             return
         self.release(starting.result())
 
-    async def _start(self) -> Worker:
-        if self._node_id is None:
-            self._node_id = ray.get_runtime_context().get_node_id()
-        handle = _worker_remote().options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node_id=self._node_id, soft=False)).remote()
+    async def _start(self, slot: Slot) -> Worker:
+        handle: Any = None
         try:
+            handle = _worker_remote().options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node_id=ray.get_runtime_context().get_node_id(), soft=False)).remote()
             path, token, pid = await handle.address.remote()
             serving = asyncio.ensure_future(asyncio.wrap_future(handle.serve.remote().future()))
             serving.add_done_callback(lambda f: f.cancelled() or f.exception())  # no warning
@@ -183,14 +201,17 @@ class StageWorkers:
             writer.write(frame(token.encode()))
             await writer.drain()
         except BaseException as exc:  # cancelled too: no worker is left behind
-            with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)
+            slot.release()
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(handle, no_restart=True)
             if not isinstance(exc, Exception):
                 raise
             raise WorkerLostError(type(exc).__name__,
                                   f"a stage worker could not start: {exc}"[:2000]) from None
-        self._log.info("stage_worker.started", pid=pid, idle=len(self._idle))
-        return Worker(handle=handle, pid=pid, serving=serving, reader=reader, writer=writer)
+        self._log.info("stage_worker.started", pid=pid, idle=len(self._idle), slot=slot.index)
+        return Worker(handle=handle, pid=pid, serving=serving, reader=reader, writer=writer,
+                      slot=slot)
 
     def release(self, worker: Worker) -> None:
         """A worker whose attempt ended normally: kept for the next one, or stopped."""

@@ -210,7 +210,7 @@ def test_stage_worker_settings() -> None:
     from definitions import InvalidArgumentError
 
     default = Settings.from_env({})
-    assert (default.stage_workers, default.stage_worker_idle_seconds) == (0, 60.0)
+    assert (default.stage_workers, default.stage_worker_idle_seconds) == (12, 60.0)
     on = Settings.from_env({"WFDAG_STAGE_WORKERS": "4", "WFDAG_STAGE_WORKER_IDLE_SECONDS": "5"})
     assert (on.stage_workers, on.stage_worker_idle_seconds) == (4, 5.0)
     for name in ("WFDAG_STAGE_WORKERS", "WFDAG_STAGE_WORKER_IDLE_SECONDS"):

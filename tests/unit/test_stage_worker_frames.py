@@ -115,6 +115,7 @@ async def test_a_runner_refuses_an_answer_larger_than_any_result() -> None:
     """A worker runs agents' code: a header announcing gigabytes is not read (the worker is
     taken for lost), nor is an answer that is not a result."""
     from actors.runner.frames import MAX_FRAME
+    from actors.runner.slots import Slot
     from actors.runner.workers import Worker, WorkerLostError
 
     for answer in (HEADER.pack(MAX_FRAME + 1), frame(b'{"not": "a result"}')):
@@ -122,7 +123,8 @@ async def test_a_runner_refuses_an_answer_larger_than_any_result() -> None:
         reader, writer = await asyncio.open_connection(sock=ours)
         ended: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         ended.set_result(0)
-        worker = Worker(handle=None, pid=0, serving=ended, reader=reader, writer=writer)
+        worker = Worker(handle=None, pid=0, serving=ended, reader=reader, writer=writer,
+                        slot=Slot(-1, 0))
         theirs.sendall(answer)
         with pytest.raises(WorkerLostError) as lost:
             await worker.call(SPEC)
