@@ -1,10 +1,10 @@
 """Dispatch of stage attempts: a stage worker or a Ray task (killable), or a thread of the
 runner (local).
 
-A task stage is a Ray task of its own — or, with ``WFDAG_STAGE_WORKERS`` set (opt-in) and no
-resources asked, an attempt on one of the runner's idle stage workers
-(:mod:`actors.runner.workers`); either is stopped on timeout or cancellation by killing its
-process.  A local stage is a thread of
+A task stage that asks for no resources is an attempt on one of the runner's idle stage
+workers (:mod:`actors.runner.workers`) — or, with none idle, resources asked or
+``WFDAG_STAGE_WORKERS=0``, a Ray task of its own; either is stopped on timeout or
+cancellation by killing its process.  A local stage is a thread of
 the runner's process, which cannot be stopped: one that outlives its attempt is *abandoned*,
 and the runner ends its own process (:func:`retire`) before anything could run the stage
 again beside it.

@@ -20,7 +20,7 @@ from actors.breakers import BreakerView
 from actors.logs import get_logger
 from actors.metrics import record_events, set_live
 from actors.runner.dispatch import Dispatcher, retire, retire_marker
-from actors.runner.drive import Drive
+from actors.runner.drive import Drive, LeaseLostError
 from actors.runner.protocol import DriveOutcome
 from actors.runner.workers import StageWorkers
 from actors.runtime import new_store, settings
@@ -146,7 +146,8 @@ class Runner:
                 backoff = 0.5
                 await self._claim_loop(store, lease_conn, lease_lost)
             except Exception as exc:
-                outage = is_database_outage(exc) or isinstance(exc, SelfFencedError | TimeoutError)
+                outage = is_database_outage(exc) or isinstance(
+                    exc, SelfFencedError | LeaseLostError | TimeoutError)
                 self._lost = self._lost or outage
                 self._log.warning("runner.reconnecting" if outage else "runner.serve_failed",
                                   error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=backoff,
@@ -265,6 +266,11 @@ class Runner:
             try:
                 if fenced.is_set():
                     raise SelfFencedError(eid)  # a new connection, once the database answers
+                if lease_lost.is_set():
+                    # The lease session is gone (a database restart, a cut connection), and
+                    # the lease with it: nothing to release on it (asyncpg refuses a call on
+                    # a terminated connection).  Reconnect; the execution is handed back.
+                    raise LeaseLostError()
                 # Bounded: on a connection cut off without a word (a partition) it would hang.
                 await bounded(release(lease_conn, eid), LEASE_IO_SECONDS)
                 self._lost = False

@@ -19,8 +19,9 @@ costs tens of microseconds.  What a task stage promised stays:
 The socket lives in a directory only its user can open, takes one connection, which must
 first send the worker's random token, and is unlinked once taken.  A node holds at most
 ``WFDAG_STAGE_WORKERS`` stage workers, all its runners together (:mod:`actors.runner.slots`);
-a runner starts one at a time, keeps at most half of the node's number idle, and stops a
-worker idle for ``WFDAG_STAGE_WORKER_IDLE_SECONDS``.  An attempt that finds no idle worker
+a runner starts one at a time, keeps at most half of the node's number idle, and stops its
+most recently used worker once idle for ``WFDAG_STAGE_WORKER_IDLE_SECONDS``, any other after
+``SPARE_IDLE_SECONDS``.  An attempt that finds no idle worker
 runs as a Ray task — it never waits for a process to start.  ``WFDAG_STAGE_WORKERS=0`` runs
 every task stage as a Ray task of its own.
 """
@@ -51,6 +52,9 @@ from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
 from actors.runner.slots import NodeSlots, Slot
 
 __all__ = ["StageWorker", "StageWorkers", "Worker", "WorkerLostError", "lost_result"]
+
+#: How long a runner keeps an idle worker beyond its most recently used one (a wide fork's).
+SPARE_IDLE_SECONDS = 5.0
 
 class StageWorker:
     """The Ray actor class of a stage worker.  ``address`` once, then ``serve`` until the
@@ -221,24 +225,43 @@ class StageWorkers:
         loop = asyncio.get_running_loop()
         worker.idle_since = loop.time()
         self._idle.append(worker)
-        if self._sweep is None:
-            self._sweep = loop.call_later(self._idle_seconds, self._expire)
+        self._schedule(loop)
+
+    def _limit(self, index: int, count: int) -> float:
+        """How long the idle worker at ``index`` is kept: the most recently used one
+        ``idle_seconds``, the spares a wide fork left at most SPARE_IDLE_SECONDS — their slots
+        go back to the node soon, for the other runners."""
+        if index == count - 1:
+            return self._idle_seconds
+        return min(self._idle_seconds, SPARE_IDLE_SECONDS)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The next sweep, when the first idle worker is due."""
+        count = len(self._idle)
+        if not count:
+            return
+        due = min(w.idle_since + self._limit(i, count) for i, w in enumerate(self._idle))
+        if self._sweep is not None:
+            if self._sweep.when() <= due:
+                return
+            self._sweep.cancel()
+        self._sweep = loop.call_at(due, self._expire)
 
     def _expire(self) -> None:
-        """Stop the workers idle for ``idle_seconds``; look again when the next one is due."""
+        """Stop the workers idle for longer than they are kept; look again when the next one
+        is due."""
         self._sweep = None
         loop = asyncio.get_running_loop()
         now = loop.time()
+        count = len(self._idle)
         keep = []
-        for worker in self._idle:
-            if now - worker.idle_since >= self._idle_seconds:
+        for index, worker in enumerate(self._idle):
+            if now - worker.idle_since >= self._limit(index, count):
                 worker.close()
             else:
                 keep.append(worker)
         self._idle = keep
-        if keep:
-            due = min(w.idle_since for w in keep) + self._idle_seconds
-            self._sweep = loop.call_later(max(0.0, due - now), self._expire)
+        self._schedule(loop)
 
 
 def lost_result(exc: WorkerLostError, duration_ms: int) -> AttemptResult:

@@ -3,10 +3,14 @@ crashed one."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from actors.runner.slots import NodeSlots
 from tests.conftest import REPO
@@ -58,3 +62,47 @@ def test_a_crashed_runner_gives_its_slot_back(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(10)
+
+
+class _IdleWorker:
+    """What StageWorkers' idle bookkeeping asks of a worker (no process behind it)."""
+
+    def __init__(self) -> None:
+        self.idle_since = 0.0
+        self.closed_at: float | None = None
+
+    def alive(self) -> bool:
+        return self.closed_at is None
+
+    def close(self) -> None:
+        self.closed_at = time.monotonic()
+
+
+async def _until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_runner_gives_back_a_forks_spare_workers_soon_and_keeps_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import structlog
+
+    from actors.runner import workers
+
+    monkeypatch.setattr(workers, "SPARE_IDLE_SECONDS", 0.2)
+    pool = workers.StageWorkers(per_node=6, idle_seconds=1.5, log=structlog.get_logger())
+    assert pool.keep_idle == 3
+    fork = [_IdleWorker() for _ in range(4)]
+    released = time.monotonic()
+    for worker in fork:
+        pool.release(worker)  # type: ignore[arg-type]
+    assert fork[3].closed_at is not None, "beyond half the node's number: stopped at once"
+    await _until(lambda: fork[0].closed_at is not None and fork[1].closed_at is not None, 1.0)
+    assert fork[2].closed_at is None, "the most recently used one stays"
+    assert pool.take() is fork[2]  # type: ignore[comparison-overlap]
+    pool.release(fork[2])  # type: ignore[arg-type]
+    await _until(lambda: fork[2].closed_at is not None, 3.0)
+    assert fork[2].closed_at - released >= 1.5  # type: ignore[operator]
