@@ -318,7 +318,8 @@ def test_status_is_answered_by_the_service_without_importing_ray(
         assert fast.returncode == 0, fast.stderr[-2000:]
         imported = {line.split("|")[-1].strip() for line in fast.stderr.splitlines()
                     if line.startswith("import time:")}
-        assert not imported & {"ray", "asyncpg", "pydantic", "structlog", "events"}, extra
+        assert not imported & {"ray", "asyncpg", "pydantic", "structlog", "events",
+                               "http.client", "ssl"}, extra
         # A global option (--log-level) takes the whole command line: the same answer.
         whole = svc.wfdag("status", eid, *extra, "--log-level", "ERROR")
         assert whole.returncode == 0, whole.stderr[-2000:]
