@@ -104,6 +104,7 @@ class Worker:
     writer: asyncio.StreamWriter
     slot: Slot  # its place among the node's stage workers, given back when it is closed
     idle_since: float = field(default=0.0)
+    killed: bool = field(default=False)
 
     def alive(self) -> bool:
         return not self.serving.done() and not self.writer.is_closing()
@@ -129,9 +130,12 @@ class Worker:
         return f"the stage worker (pid {self.pid}) hung up: {type(exc).__name__}: {exc}"
 
     def kill(self) -> None:
-        """End the worker's process (what it answered before it died is still read)."""
-        with contextlib.suppress(Exception):
-            ray.kill(self.handle, no_restart=True)
+        """End the worker's process (what it answered before it died is still read).  Once:
+        a stop, its close and the cancel grace's hang-up each ask, one Ray call is enough."""
+        if not self.killed:
+            self.killed = True
+            with contextlib.suppress(Exception):
+                ray.kill(self.handle, no_restart=True)
 
     def close(self) -> None:
         self.kill()
@@ -184,7 +188,7 @@ class StageWorkers:
     def _started(self, starting: asyncio.Future[Worker], slot: Slot) -> None:
         self._starting = None
         if starting.cancelled() or starting.exception() is not None:
-            slot.release()  # (a start cancelled before it ran never reached its own cleanup)
+            slot.release()  # here, not in _start: a start cancelled before it ran never ran
         if starting.cancelled():
             return
         if starting.exception() is not None:
@@ -205,7 +209,6 @@ class StageWorkers:
             writer.write(frame(token.encode()))
             await writer.drain()
         except BaseException as exc:  # cancelled too: no worker is left behind
-            slot.release()
             if handle is not None:
                 with contextlib.suppress(Exception):
                     ray.kill(handle, no_restart=True)
