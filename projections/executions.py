@@ -23,6 +23,7 @@ from events.store import Prepared
 
 __all__ = [
     "COLUMNS",
+    "ROW_READS",
     "TERMINAL_STATUSES",
     "ExecutionsProjector",
     "WorkflowStatus",
@@ -41,6 +42,20 @@ COLUMNS = (
 )
 
 
+#: Of these event types, the keys of an event's data :func:`execution_row` reads (of the
+#: others, any key): a rebuild reads only these (``workflow_initiated``'s ``dag`` is most of a
+#: log's bytes, and no read model holds it).  ``tests/unit/test_rebuild_reads.py`` checks the
+#: function against it.
+ROW_READS: dict[str, frozenset[str]] = {
+    "workflow_initiated": frozenset({
+        "workflow_id", "workflow_version", "context", "user_id", "retry_of", "idempotency_key",
+        "parent_execution_id", "parent_stage_id", "schedule_id", "scheduled_for"}),
+    "stage_started": frozenset(),
+    "stage_attempt": frozenset({"breaker"}),
+    "workflow_completed": frozenset(),
+}
+
+
 def organization_of(context: dict[str, Any]) -> str | None:
     """The organization an execution belongs to: its context's ``organizationId``."""
     org = context.get("organizationId")
@@ -50,13 +65,14 @@ def organization_of(context: dict[str, Any]) -> str | None:
 #: An output larger than this (as JSON) is not copied into the read model: ``executed_steps``
 #: shows its size and keys, and ``get_stage_output`` reads it from the log.
 MAX_STEP_OUTPUT_BYTES = 4096
+_compact = json.JSONEncoder(separators=(",", ":"), default=str).encode  # json.dumps's output
 
 
 def bounded_output(output: Any) -> dict[str, Any]:
     """What ``executed_steps`` keeps of a stage's output: the output itself when small, else
     a summary (``{"omitted": true, "bytes": n, "keys": [...]}``) — the read model's row stays
     small however large the outputs are; the log keeps them whole."""
-    size = len(json.dumps(output, separators=(",", ":"), default=str).encode())
+    size = len(_compact(output).encode())
     if size <= MAX_STEP_OUTPUT_BYTES:
         return {"output": output, "output_bytes": size}
     keys = sorted(output)[:50] if isinstance(output, dict) else []

@@ -120,6 +120,14 @@ class MetricsProjection:
 
     name: str = "metrics"
     tables: tuple[str, ...] = ("metrics_executions", "metrics_stages")
+    #: Of these event types, the keys of the data :func:`apply_metrics` reads (see
+    #: ``projections.runner.Projection.reads``).
+    reads: dict[str, frozenset[str]] = {
+        "workflow_initiated": frozenset({"workflow_id", "context"}),
+        "stage_started": frozenset(),
+        "stage_attempt": frozenset({"breaker"}),
+        "workflow_completed": frozenset(),
+    }
 
     async def apply(self, conn: DBConnection, events: Sequence[EventRow]) -> None:
         ids = sorted({ev.execution_id for ev in events})

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import json
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -26,13 +28,18 @@ import asyncpg
 from events import NOTIFY_CHANNEL, EventRow
 from events.chain import ChainReport, verify_chains
 from events.database import DBConnection
-from projections.executions import COLUMNS, execution_row
+from projections.executions import COLUMNS, ROW_READS, execution_row
 from projections.metrics import MetricsProjection
 
 __all__ = ["PROJECTIONS", "Projection", "ProjectionRunner", "rebuild_projections"]
 
 
 class Projection(Protocol):
+    """A read model the runner keeps.  One may also declare ``reads``: a mapping of event
+    type → the keys of an event's data it reads (of the types not named, any key); a rebuild
+    then reads only those of those events, from the database on.  Without it, a rebuild
+    reads every event whole."""
+
     name: str
     tables: tuple[str, ...]
 
@@ -156,7 +163,8 @@ async def rebuild_projections(
         # for the lock taken above, so both see the same log).
         checking = asyncio.ensure_future(_check_chains(pool))
         try:
-            rows, events = await _rebuild_in(conn, projections)
+            with _no_cycle_collection():
+                rows, events = await _rebuild_in(conn, projections)
         except BaseException:
             checking.cancel()
             raise
@@ -164,21 +172,78 @@ async def rebuild_projections(
     return {"events": len(events), "executions": len(rows), "broken": broken}
 
 
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Bulk work without Python's cycle collector: hundreds of thousands of new objects (none
+    in a cycle) would make it walk every live one again and again — a third of a rebuild's
+    time.  Reference counting still frees everything; the collector runs again after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+#: JSON text → (value, end): the metadata as PostgreSQL prints it (no space before or after),
+#: without json.loads's checks of encoding and of trailing space.
+_JSON_OBJECT = json.JSONDecoder().raw_decode
+
+
+def rebuild_reads(projections: Sequence[Projection]) -> dict[str, frozenset[str]]:
+    """Of which event types a rebuild of ``workflow_executions`` and ``projections`` needs
+    only some keys of the data, and which: the types every one of them names (``reads``),
+    with the keys any of them reads."""
+    reads = dict(ROW_READS)
+    for projection in projections:
+        theirs: Mapping[str, frozenset[str]] | None = getattr(projection, "reads", None)
+        if theirs is None:
+            return {}
+        reads = {t: keys | theirs[t] for t, keys in reads.items() if t in theirs}
+    return reads
+
+
+def _metadata_sql(reads: Mapping[str, frozenset[str]]) -> tuple[str, list[Any]]:
+    """The rebuild's metadata column (never NULL): only ``reads``' keys of its types, each
+    key there only if the event has it (the others taken out: a large value is decompressed
+    once, not once a key).  With its parameters ($1…)."""
+    whens: list[str] = []
+    params: list[Any] = []
+    for event_type, keys in sorted(reads.items()):
+        params.append(event_type)
+        when = f"WHEN ${len(params)}::text THEN "
+        if keys:
+            params.append(sorted(keys))
+            whens.append(when + f"metadata - ARRAY(SELECT k FROM jsonb_object_keys(metadata) "
+                                f"AS k WHERE k <> ALL(${len(params)}::text[]))")
+        else:
+            whens.append(when + "'{}'::jsonb")
+    if not whens:
+        return "COALESCE(metadata, '{}'::jsonb)", []
+    return (f"CASE event_type {' '.join(whens)} ELSE COALESCE(metadata, '{{}}'::jsonb) END",
+            params)
+
+
 async def _rebuild_in(conn: DBConnection, projections: Sequence[Projection],
                       ) -> tuple[list[dict[str, Any]], list[EventRow]]:
     """The rebuild's scan and writes, in its transaction: (read-model rows, events)."""
     # Columns in EventRow's order, the id as text and metadata never NULL: each record
-    # becomes its row without a conversion in Python (100,000s of them here).
+    # becomes its row without a conversion in Python (100,000s of them here).  Of the
+    # metadata, only what the read models are built from (decoding JSON is most of the
+    # cost of a scan, and a workflow_initiated's dag most of a log's bytes).
+    metadata, params = _metadata_sql(rebuild_reads(projections))
     records = await conn.fetch(
-        "SELECT execution_id::text, seq, event_type, stage_id, "
-        "COALESCE(metadata, '{}'::jsonb), created_at "
-        "FROM workflow_events ORDER BY workflow_events.txid, workflow_events.position")
+        f"SELECT execution_id::text, seq, event_type, stage_id, ({metadata})::text, created_at "
+        "FROM workflow_events ORDER BY workflow_events.txid, workflow_events.position",
+        *params)
     # The checkpoint: only the last event's place in the global order is needed.
     last = await conn.fetchrow(
         "SELECT txid::text AS txid_text, position FROM workflow_events "
         "ORDER BY txid DESC, position DESC LIMIT 1")
-    make = EventRow._make
-    events = [make(r) for r in records]
+    loads = _JSON_OBJECT
+    events = [EventRow(r[0], r[1], r[2], r[3], {} if r[4] == "{}" else loads(r[4])[0], r[5])
+              for r in records]
     del records
     streams: dict[str, list[EventRow]] = {}
     for ev in events:

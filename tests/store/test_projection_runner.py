@@ -152,3 +152,42 @@ async def test_global_order_holds_across_a_power_of_ten_in_transaction_ids(
     applied = [r["seq"] for r in await store.pool.fetch(
         f"SELECT seq FROM {seen.table} WHERE execution_id = $1::uuid ORDER BY ord", eid)]
     assert applied == list(range(1, seq + 1))
+
+
+async def test_the_rebuild_reads_only_the_declared_keys_of_an_event(store: EventStore) -> None:
+    """The rebuild's SELECT (projections.runner._metadata_sql): of the declared types, the
+    declared keys, each present exactly when the event has it; other types whole."""
+    from projections import MetricsProjection
+    from projections.runner import _metadata_sql, rebuild_reads
+
+    eid = str(uuid.uuid4())
+    stored = [
+        ("workflow_initiated", {"workflow_id": "w", "dag": {"stages": [1, 2]}, "context": {},
+                                "user_id": "u", "retry_of": None}),
+        ("stage_started", {"note": "x"}),
+        ("stage_attempt", {"attempt": 1, "outcome": "succeeded"}),  # no breaker key at all
+        ("stage_attempt", {"attempt": 2, "breaker": None}),
+        ("stage_attempt", {"attempt": 3, "breaker": {"transition": "open"}}),
+        ("stage_completed", {"attempt": 3, "output": {"n": 1}, "duration_ms": 1}),
+    ]
+    async with store.pool.acquire() as conn:
+        written = conn.transaction()  # rolled back: a log without its hash chain stays out
+        await written.start()
+        await conn.executemany(
+            "INSERT INTO workflow_events (execution_id, seq, event_type, stage_id, metadata) "
+            "VALUES ($1::uuid, $2, $3, 's', $4::jsonb)",
+            [(eid, seq, kind, data) for seq, (kind, data) in enumerate(stored, start=1)])
+        reads = rebuild_reads([MetricsProjection()])
+        metadata, params = _metadata_sql(reads)
+        got = [r[0] for r in await conn.fetch(
+            f"SELECT {metadata} FROM workflow_events WHERE execution_id = "
+            f"${len(params) + 1}::uuid ORDER BY seq", *params, eid)]
+        await written.rollback()
+    assert got == [
+        {"workflow_id": "w", "context": {}, "user_id": "u", "retry_of": None},
+        {},
+        {},
+        {"breaker": None},
+        {"breaker": {"transition": "open"}},
+        {"attempt": 3, "output": {"n": 1}, "duration_ms": 1},
+    ]
