@@ -2,7 +2,9 @@
 
 A breaker the runner knows to be closed with no failures admits an attempt at once, and a
 success against it changes nothing; anything else asks the registry.  Every persisted change
-is announced on ``wfdag_breakers``: a notified breaker is asked again on its next use.
+is announced on ``wfdag_breakers`` (heard for the node's runners by one of them,
+``actors.runner.node_listen``): a notified breaker is asked again on its next use, and after
+a gap in what was heard every breaker is, until the view is loaded again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from actors.breakers.registry import Admission, Outcome, breaker_registry
 from definitions import WorkflowStage
-from events.breaker_state import BREAKER_CHANNEL, breaker_key, load_breakers
+from events.breaker_state import breaker_key, load_breakers
 
 __all__ = ["BreakerView"]
 
@@ -25,16 +27,38 @@ class BreakerView:
     def __init__(self, database_url: str) -> None:
         self._database_url = database_url
         self._seen: dict[str, tuple[str, int] | None] | None = None  # None: not loaded
+        self._changed: set[str] = set()  # notified while a load reads
+        self._gaps = 0  # resyncs so far
+
+    @property
+    def stale(self) -> bool:
+        """Not loaded (or not since a gap in the notifications): load it again."""
+        return self._seen is None
 
     async def load(self, conn: Any) -> None:
-        """Load every breaker and listen for changes on ``conn`` (the runner's connection)."""
+        """Load every breaker (the node's LISTEN session is heard already: a change notified
+        while this reads is asked again; after a gap while it reads, it stays stale)."""
         self._seen = None
-        await conn.add_listener(BREAKER_CHANNEL, self._on_change)
-        self._seen = {r.key: (r.state, r.failure_count) for r in await load_breakers(conn)}
+        self._changed = set()
+        gaps = self._gaps
+        seen: dict[str, tuple[str, int] | None] = {
+            r.key: (r.state, r.failure_count) for r in await load_breakers(conn)}
+        if gaps == self._gaps:
+            self._seen = {**seen, **dict.fromkeys(self._changed)}
 
-    def _on_change(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        if self._seen is not None:
-            self._seen[str(payload).rpartition(" ")[0]] = None  # ask the registry
+    def changed(self, payload: str) -> None:
+        """A breaker's change was notified (``"<key> <origin>"``): ask the registry."""
+        key = payload.rpartition(" ")[0]
+        if self._seen is None:
+            self._changed.add(key)  # a load may be reading (at most one entry a breaker)
+        else:
+            self._seen[key] = None
+
+    def resync(self) -> None:
+        """Changes may have gone unheard: ask the registry about every breaker until
+        :meth:`load` runs again."""
+        self._gaps += 1
+        self._seen = None
 
     def _note(self, key: str, state: str, failure_count: int) -> None:
         if self._seen is not None:

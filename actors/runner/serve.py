@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import ray
@@ -21,10 +21,12 @@ from actors.logs import get_logger
 from actors.metrics import record_events, set_live
 from actors.runner.dispatch import Dispatcher, retire, retire_marker
 from actors.runner.drive import Drive, LeaseLostError
+from actors.runner.node_listen import RESYNC, NodeListener
 from actors.runner.protocol import DriveOutcome
 from actors.runner.workers import StageWorkers
 from actors.runtime import new_store, settings
-from events import EventStore, is_database_outage
+from events import EventStore, connect_pool, is_database_outage
+from events.breaker_state import BREAKER_CHANNEL
 from events.leases import (
     CANCEL_CHANNEL,
     FENCE_SECONDS,
@@ -103,13 +105,25 @@ class Runner:
             await asyncio.wait_for(self._claimed.wait(), LEASE_IO_SECONDS)
         return self.running
 
-    def _on_enqueued(self, *_args: object) -> None:
-        self._wake.set()
+    def _on_notify(self, channel: str, payload: str) -> None:
+        """A notification the node's LISTEN session heard (``node_listen``)."""
+        if channel == QUEUE_CHANNEL:
+            self._wake.set()
+        elif channel == CANCEL_CHANNEL:  # a request (cancel, approval, signal…) was appended
+            requested = self._requests.get(payload)
+            if requested is not None:
+                requested.set()
+        elif channel == BREAKER_CHANNEL:
+            self._breakers.changed(payload)
+        elif channel == RESYNC:  # some may have gone unheard: look again at everything
+            self._wake.set()
+            for requested in self._requests.values():
+                requested.set()
+            self._breakers.resync()
 
-    def _on_cancel(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
-        requested = self._requests.get(str(payload))
-        if requested is not None:
-            requested.set()
+    async def _listen_session(self) -> tuple[Any, Callable[[], object]]:
+        pool = await connect_pool(self._database_url, min_size=1, max_size=1)
+        return await pool.acquire(), pool.terminate
 
     async def _after_restart(self, lease_conn: Any) -> None:
         """This runner's previous process died: what it drove counts a recovery."""
@@ -125,7 +139,24 @@ class Runner:
 
     async def serve(self) -> None:
         """Serve until the process ends (reconnecting through database outages)."""
-        restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        context = ray.get_runtime_context()
+        listening = asyncio.ensure_future(NodeListener(
+            node_id=context.get_node_id(), channels=(QUEUE_CHANNEL, CANCEL_CHANNEL,
+                                                     BREAKER_CHANNEL),
+            connect=self._listen_session, on_notify=self._on_notify, log=self._log).run())
+        listening.add_done_callback(self._listener_ended)
+        try:
+            await self._serve(bool(context.was_current_actor_reconstructed))
+        finally:
+            listening.cancel()
+
+    def _listener_ended(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("runner.node_listen_failed", error=repr(task.exception())[:300],
+                            next_step="restart the service; meanwhile runners look at the "
+                                      f"queue every {IDLE_RECHECK_SECONDS:g}s")
+
+    async def _serve(self, restarted: bool) -> None:
         backoff = 0.5
         while True:
             store: EventStore | None = None
@@ -162,26 +193,17 @@ class Runner:
     async def _claim_loop(self, store: EventStore, lease_conn: Any,
                           lease_lost: asyncio.Event) -> None:
         wake = self._wake
-        # Always heard (cancels are rare): the drive of a cancelled execution wakes at once.
-        await lease_conn.add_listener(CANCEL_CHANNEL, self._on_cancel)
-        await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
-        listening, just_drove = True, False
         set_live(self.name, 0)
         while True:
             wake.clear()
+            if self._breakers.stale:  # notifications went unheard since it was loaded
+                await self._breakers.load(lease_conn)
             self._claimed.clear()
             try:
                 claim = await claim_next(lease_conn, self.name)
             finally:
                 self._claimed.set()
             if claim is None:
-                just_drove = False
-                if not listening:
-                    # Idle again: listen for enqueues, then look once more (one may have come
-                    # before the LISTEN).
-                    await lease_conn.add_listener(QUEUE_CHANNEL, self._on_enqueued)
-                    listening = True
-                    continue
                 # Woken by an enqueue; the timeout covers leases freed by dead runners.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), IDLE_RECHECK_SECONDS)
@@ -189,12 +211,6 @@ class Runner:
             # Named at once: from the claim on, the lease (so execution_actor) names this
             # runner, and `current` must agree while the claim's bookkeeping awaits.
             self.running = claim.execution_id
-            if listening and just_drove:
-                # Busy back to back (the queue is not empty): enqueue notifications would only
-                # wake this runner for nothing (every runner, every start).
-                await lease_conn.remove_listener(QUEUE_CHANNEL, self._on_enqueued)
-                listening = False
-            just_drove = True
             if claim.recoveries > settings().max_recoveries:
                 try:
                     await self._dead_letter(store, claim, lease_conn)
