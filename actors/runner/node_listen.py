@@ -7,7 +7,8 @@ wake-ups in the database per append, which took the append from 0.87 to 0.65 of 
 with 16 listeners (issue 18).  Now the runners of a node elect one of them — an exclusive
 ``flock`` on ``<tmp>/wfdag-listen-<node>/leader``, which the kernel drops when its process
 dies — to listen for all; it passes each notification on over a Unix stream socket in that
-directory (0700), one JSON line ``[channel, payload]`` per notification.
+directory (0700), one JSON line ``[channel, payload]`` per notification.  Runners of one node
+that serve different databases (a test session's pools, say) form a group each.
 
 Whenever what a runner heard may have a gap — its connection to the leader is new, or the
 leader's LISTEN session is (a new leader, a database restart) — it is sent :data:`RESYNC`
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -28,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KEEPALIVE_SECONDS", "RESYNC", "NodeListener", "listen_dir"]
+__all__ = ["KEEPALIVE_SECONDS", "RESYNC", "NodeListener", "listen_dir", "listen_group"]
 
 #: The channel of "look again at everything: notifications may have been missed".
 RESYNC = "*"
@@ -40,24 +42,33 @@ RETRY_SECONDS = 0.1
 Handler = Callable[[str, str], None]
 
 
-def listen_dir(node_id: str, root: Path | None = None) -> Path:
-    """The node's directory (its id shortened: a socket path has at most 107 bytes)."""
-    path = (root or Path(tempfile.gettempdir())) / f"wfdag-listen-{node_id[:16]}"
+def listen_dir(group: str, root: Path | None = None) -> Path:
+    """The group's directory: under ``root`` (the temp dir), or /tmp when a socket's path
+    there would be too long (at most 107 bytes)."""
+    path = (root or Path(tempfile.gettempdir())) / f"wfdag-listen-{group}"
+    if len(str(path / "leader.sock").encode()) > 100:
+        path = Path("/tmp") / path.name
     path.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def listen_group(node_id: str, database_url: str) -> str:
+    """The runners of ``node_id`` that serve ``database_url``."""
+    return f"{node_id[:16]}-{hashlib.sha256(database_url.encode()).hexdigest()[:8]}"
 
 
 class NodeListener:
     """This runner's share of the node's LISTEN session: :meth:`run` until cancelled."""
 
-    def __init__(self, *, node_id: str, channels: Sequence[str],
+    def __init__(self, *, group: str, channels: Sequence[str],
                  connect: Callable[[], Awaitable[tuple[Any, Callable[[], object]]]],
                  on_notify: Handler, log: Any,
                  root: Path | None = None) -> None:
         """``connect()`` gives a database connection and what ends it (called after);
         ``on_notify(channel, payload)`` is called on this loop for each notification, and
-        with :data:`RESYNC` when there may have been a gap."""
-        self._dir = listen_dir(node_id, root)
+        with :data:`RESYNC` when there may have been a gap.  ``group``: the node and the
+        database (short: it names a directory)."""
+        self._dir = listen_dir(group, root)
         self._channels = tuple(channels)
         self._connect = connect
         self._on_notify = on_notify

@@ -21,7 +21,7 @@ from actors.logs import get_logger
 from actors.metrics import record_events, set_live
 from actors.runner.dispatch import Dispatcher, retire, retire_marker
 from actors.runner.drive import Drive, LeaseLostError
-from actors.runner.node_listen import RESYNC, NodeListener
+from actors.runner.node_listen import RESYNC, NodeListener, listen_group
 from actors.runner.protocol import DriveOutcome
 from actors.runner.workers import StageWorkers
 from actors.runtime import new_store, settings
@@ -141,8 +141,8 @@ class Runner:
         """Serve until the process ends (reconnecting through database outages)."""
         context = ray.get_runtime_context()
         listening = asyncio.ensure_future(NodeListener(
-            node_id=context.get_node_id(), channels=(QUEUE_CHANNEL, CANCEL_CHANNEL,
-                                                     BREAKER_CHANNEL),
+            group=listen_group(context.get_node_id(), self._database_url),
+            channels=(QUEUE_CHANNEL, CANCEL_CHANNEL, BREAKER_CHANNEL),
             connect=self._listen_session, on_notify=self._on_notify, log=self._log).run())
         listening.add_done_callback(self._listener_ended)
         try:

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from actors.logs import get_logger
-from actors.runner.node_listen import RESYNC, NodeListener, listen_dir
+from actors.runner.node_listen import RESYNC, NodeListener, listen_dir, listen_group
 from events import connect_pool
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -34,7 +34,8 @@ class Member:
         self.heard: list[tuple[str, str]] = []
         self.sessions: list[int] = []  # backend pids of the LISTEN sessions it opened
         self._url = url
-        self.listener = NodeListener(node_id="testnode" + "0" * 48, channels=channels,
+        self.listener = NodeListener(group=listen_group("testnode" + "0" * 48, url),
+                                     channels=channels,
                                      connect=self._connect, on_notify=self._on_notify,
                                      log=get_logger(test="node_listen"), root=root)
         self.task: asyncio.Task[None] = asyncio.ensure_future(self.listener.run())
@@ -94,7 +95,8 @@ async def test_one_listens_and_every_runner_hears(
         for m in members:
             assert [h for h in m.heard if h[0] != RESYNC] == [
                 (channels[i % 2], f"p{i}") for i in range(20)]
-        assert oct(listen_dir("testnode" + "0" * 48, tmp_path).stat().st_mode & 0o777) == "0o700"
+        group = listen_group("testnode" + "0" * 48, database_url)
+        assert oct(listen_dir(group, tmp_path).stat().st_mode & 0o777) == "0o700"
     finally:
         await _stop(members)
 
@@ -137,6 +139,17 @@ async def test_the_leader_listens_again_after_its_session_ends(
                     "a notification on the new session")
     finally:
         await _stop(members)
+
+
+def test_groups_by_node_and_database_and_short_socket_paths(tmp_path: Path) -> None:
+    node = "ab" * 28
+    assert listen_group(node, "postgresql://a/x") != listen_group(node, "postgresql://a/y")
+    assert listen_group(node, "postgresql://a/x") != listen_group("cd" * 28,
+                                                                  "postgresql://a/x")
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    path = listen_dir(listen_group(node, "postgresql://a/x"), deep)
+    assert path.parent == Path("/tmp") and len(str(path / "leader.sock")) <= 100
 
 
 async def test_a_killed_leader_process_gives_way(
