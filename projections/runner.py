@@ -114,9 +114,11 @@ class ProjectionRunner:
         """Catch up on start, then on append notifications, until ``stop`` is set.
 
         Notifications arriving within ``batch_window`` seconds are served by one catch-up (a
-        busy system is caught up in batches, not once per append).  The safety interval covers
-        events held back by a transaction that was not an append (it notifies nobody when it
-        ends)."""
+        busy system is caught up in batches, not once per append).  While catch-ups find
+        events, it looks again every ``batch_window`` without listening: PostgreSQL signals
+        every listening session at each NOTIFY, and every append notifies.  The safety
+        interval covers events held back by a transaction that was not an append (it
+        notifies nobody when it ends)."""
         wake = asyncio.Event()
 
         def on_notify(*_args: Any) -> None:
@@ -124,12 +126,22 @@ class ProjectionRunner:
 
         async with self.pool.acquire() as listener:
             await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+            listening = True
             try:
                 while not stop.is_set():
                     wake.clear()
-                    await self.catch_up()
+                    applied = await self.catch_up()
+                    if applied and listening:
+                        await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                        listening = False
+                    elif not applied and not listening:
+                        await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+                        listening = True
+                        continue  # once more: an append may have come before the LISTEN
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), batch_window)
+                    if not listening:
+                        continue
                     stopper = asyncio.ensure_future(stop.wait())
                     waker = asyncio.ensure_future(wake.wait())
                     await asyncio.wait({stopper, waker}, timeout=safety_interval,
@@ -139,7 +151,8 @@ class ProjectionRunner:
                         with contextlib.suppress(asyncio.CancelledError):
                             await fut
             finally:
-                await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                if listening:
+                    await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
 
 
 async def rebuild_projections(

@@ -36,6 +36,8 @@ __all__ = ["KEEPALIVE_SECONDS", "RESYNC", "NodeListener", "listen_dir", "listen_
 RESYNC = "*"
 #: The leader checks its LISTEN session this often.
 KEEPALIVE_SECONDS = 5.0
+#: A runner that has this much unread is hung up on (it connects again, and looks again).
+MAX_UNREAD_BYTES = 1 << 20
 #: A follower that finds no leader tries again after this (the leader binds at once).
 RETRY_SECONDS = 0.1
 
@@ -179,5 +181,12 @@ class NodeListener:
     def _send(self, writer: asyncio.StreamWriter, channel: str, payload: str) -> None:
         if writer.is_closing():
             self._clients.discard(writer)
+            return
+        if writer.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
+            # A runner that reads nothing (stopped, stuck): hang up rather than hold it all;
+            # it connects again and is told to look again at everything.
+            self._log.warning("node_listen.slow_runner_dropped", unread_bytes=MAX_UNREAD_BYTES)
+            self._clients.discard(writer)
+            writer.transport.abort()
             return
         writer.write(json.dumps([channel, payload]).encode() + b"\n")

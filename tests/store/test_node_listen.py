@@ -141,6 +141,27 @@ async def test_the_leader_listens_again_after_its_session_ends(
         await _stop(members)
 
 
+async def test_a_runner_that_reads_nothing_is_hung_up_on(
+    database_url: str, tmp_path: Path, channels: tuple[str, ...],
+    notifier: asyncpg.Connection,
+) -> None:
+    members = [Member(database_url, tmp_path, channels) for _ in range(2)]
+    try:
+        await until(lambda: all(m.count((RESYNC, "")) for m in members), "a first RESYNC")
+        group = listen_group("testnode" + "0" * 48, database_url)
+        stuck_reader, stuck = await asyncio.open_unix_connection(
+            str(listen_dir(group, tmp_path) / "leader.sock"))
+        await notifier.execute(  # ~1.6 MB, distinct (a transaction folds duplicates)
+            "SELECT pg_notify($1, g::text || repeat('x', 7900)) FROM generate_series(1, 200) g",
+            channels[0])
+        await until(lambda: all(len(m.heard) >= 201 for m in members), "all 200 heard")
+        unread = await asyncio.wait_for(stuck_reader.read(), DEADLINE)  # until hung up on
+        assert 0 < len(unread) < 1_700_000
+        stuck.close()
+    finally:
+        await _stop(members)
+
+
 def test_groups_by_node_and_database_and_short_socket_paths(tmp_path: Path) -> None:
     node = "ab" * 28
     assert listen_group(node, "postgresql://a/x") != listen_group(node, "postgresql://a/y")

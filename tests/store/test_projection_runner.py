@@ -191,3 +191,32 @@ async def test_the_rebuild_reads_only_the_declared_keys_of_an_event(store: Event
         {"breaker": {"transition": "open"}},
         {"attempt": 3, "output": {"n": 1}, "duration_ms": 1},
     ]
+
+
+async def test_live_projection_polls_while_busy_and_hears_again_when_idle(
+    store: EventStore, seen: SeenProjection
+) -> None:
+    """A burst is applied while the runner looks every batch window without listening; idle
+    again, it listens: one later append is applied long before the safety interval."""
+    stop = asyncio.Event()
+    runner = ProjectionRunner(store.pool, [seen], batch_size=7)
+    live = asyncio.create_task(runner.run(stop, safety_interval=120, batch_window=0.05))
+    try:
+        burst = [str(uuid.uuid4()) for _ in range(40)]
+        for eid in burst:
+            await store.append([_initiated(eid)], expected_version=0)
+        deadline = asyncio.get_running_loop().time() + 20
+        while await _seen(store.pool, seen, burst) != set(burst):
+            assert asyncio.get_running_loop().time() < deadline, "the burst was not applied"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # quiet for 20 batch windows: listening again
+        late = str(uuid.uuid4())
+        await store.append([_initiated(late)], expected_version=0)
+        deadline = asyncio.get_running_loop().time() + 10
+        while await _seen(store.pool, seen, [late]) != {late}:
+            assert asyncio.get_running_loop().time() < deadline, "not heard when idle"
+            await asyncio.sleep(0.05)
+        assert not live.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(live, 10)
