@@ -123,7 +123,11 @@ class Runner:
 
     async def _listen_session(self) -> tuple[Any, Callable[[], object]]:
         pool = await connect_pool(self._database_url, min_size=1, max_size=1)
-        return await pool.acquire(), pool.terminate
+        try:
+            return await pool.acquire(), pool.terminate
+        except BaseException:
+            pool.terminate()  # its one connection, however far it got
+            raise
 
     async def _after_restart(self, lease_conn: Any) -> None:
         """This runner's previous process died: what it drove counts a recovery."""
