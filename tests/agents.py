@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,18 @@ def _dir(ctx: StageContext) -> Path:
 
 
 def _touch(path: Path, text: str = "") -> None:
-    with open(path, "a") as fh:
-        fh.write(text + "\n")
+    """Append a line.  A new file appears with its first line already in it (linked into
+    place whole): a test that waits for the file never reads it empty."""
+    line = text + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(line)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        with open(path, "a") as fh:
+            fh.write(line)
+    finally:
+        tmp.unlink()
 
 
 def noop(ctx: StageContext) -> dict[str, Any]:
