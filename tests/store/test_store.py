@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -286,9 +287,12 @@ async def test_a_store_listens_only_while_someone_waits(
         eid = str(uuid.uuid4())
 
         async def listening_sessions() -> int:
+            # This process's sessions only: the runners' node leader and the projection actor
+            # of a live pool listen, unlisten and check their sessions on their own schedule.
             return int(await pool.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'"))
+                "AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%' "
+                "AND application_name = $1", f"wfdag:{os.getpid()}"))
 
         before = await listening_sessions()
         async with store.subscribe(eid) as woken:
