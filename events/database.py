@@ -40,6 +40,7 @@ __all__ = [
     "embedded_database_url",
     "is_database_outage",
     "is_embedded_default",
+    "ping",
     "redact_url",
     "resolve_database_url",
     "wfdag_home",
@@ -170,6 +171,12 @@ def is_database_outage(exc: BaseException, conn: Any = None) -> bool:
     return False
 
 
+async def ping(conn: DBConnection, timeout: float) -> None:
+    """One round trip on ``conn``, or an exception (its session ended, or no answer within
+    ``timeout`` seconds: a cut connection says nothing)."""
+    await conn.fetchval("SELECT 1", timeout=timeout)
+
+
 async def database_reachable(url: str, timeout: float = 3.0) -> bool:
     """One quick connection attempt: can this process reach the database now?"""
     try:
@@ -177,7 +184,7 @@ async def database_reachable(url: str, timeout: float = 3.0) -> bool:
     except Exception:
         return False
     try:
-        await conn.fetchval("SELECT 1", timeout=timeout)
+        await ping(conn, timeout)
         return True
     except Exception:
         return False

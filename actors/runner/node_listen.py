@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from events.database import ping
+
 __all__ = ["KEEPALIVE_SECONDS", "RESYNC", "NodeListener", "listen_dir", "listen_group"]
 
 #: The channel of "look again at everything: notifications may have been missed".
@@ -157,7 +159,7 @@ class NodeListener:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), KEEPALIVE_SECONDS)
                     if not lost.is_set():
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), KEEPALIVE_SECONDS)
+                        await ping(conn, KEEPALIVE_SECONDS)
                 raise ConnectionError("the LISTEN session ended")
             except Exception as exc:
                 self._log.warning("node_listen.reconnecting", retry_in_s=backoff,
