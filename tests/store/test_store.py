@@ -27,6 +27,7 @@ from events import (
     StageStarted,
     WorkflowInitiated,
     connect_pool,
+    event_to_row,
     migrate,
 )
 from projections import fetch_status, project_executions
@@ -104,6 +105,55 @@ async def test_a_row_remembered_from_the_log_is_the_row_read_back(store: EventSt
     assert rows[0]["last_seq"] == 4
 
 
+async def test_appends_write_the_row_the_whole_log_gives(store: EventStore) -> None:
+    """An append with the row before it known writes only the columns that changed, and a
+    stage's completion only its step: after every append the row is the one
+    ``execution_row`` computes from the whole log (what a rebuild writes)."""
+    from events import (
+        CancelRequested,
+        ExecutionParked,
+        StageAttempt,
+        StageCompleted,
+        StageWaiting,
+        WorkflowCompleted,
+    )
+    from projections.executions import COLUMNS, execution_row
+
+    eid = str(uuid.uuid4())
+    stage = "opportunity_research"
+    batches: list[list[Event]] = [
+        [_initiated(eid)],
+        [_started(eid, 2)],
+        [StageAttempt(execution_id=eid, seq=3, at=NOW, stage_id=stage, attempt=1,
+                      outcome="succeeded", duration_ms=5, breaker={"state": "closed"}),
+         StageCompleted(execution_id=eid, seq=4, at=NOW, stage_id=stage, attempt=1,
+                        output={"n": 1, "text": "ünïcode"}, duration_ms=5)],
+        [_started(eid, 5, "second"),
+         StageWaiting(execution_id=eid, seq=6, at=NOW, stage_id="second",
+                      waiting_for="approval", approvers=["ana"]),
+         ExecutionParked(execution_id=eid, seq=7, at=NOW, waiting=["second"])],
+        [CancelRequested(execution_id=eid, seq=8, at=NOW, user_id="ana", reason="r")],
+        [StageCompleted(execution_id=eid, seq=9, at=NOW, stage_id="second", attempt=1,
+                        output={"big": "x" * 5000}, duration_ms=7),
+         StageCompleted(execution_id=eid, seq=10, at=NOW, stage_id="third", attempt=1,
+                        output={"list": [1, 2]}, duration_ms=1)],
+        [WorkflowCompleted(execution_id=eid, seq=11, at=NOW, duration_ms=20)],
+    ]
+    log: list[Event] = []
+    for batch in batches:
+        await store.append(batch, expected_version=len(log))
+        log += batch
+        expected = execution_row(None, [event_to_row(e) for e in log])
+        async with store.pool.acquire() as conn:
+            row = dict(await conn.fetchrow(
+                f"SELECT {', '.join(COLUMNS)} FROM workflow_executions WHERE id = $1::uuid",
+                eid))
+        row["id"] = str(row["id"])
+        assert row == expected, f"after seq {len(log)}"
+    assert len(row["context"]["executed_steps"]) == 3
+    assert row["status"] == "completed"
+
+
 async def test_conflicting_append_raises_and_writes_nothing(store: EventStore) -> None:
     eid = str(uuid.uuid4())
     await store.append([_initiated(eid), _started(eid, 2)], expected_version=0)
@@ -131,7 +181,7 @@ async def test_concurrent_writers_at_one_version_exactly_one_wins(store: EventSt
         return_exceptions=True,
     )
     assert sum(r is None for r in results) == 1
-    assert all(isinstance(r, ConcurrencyError) for r in results if r is not None)
+    assert all(isinstance(r, ConcurrencyError) for r in results if r is not None), results
     assert await _count(store, eid) == 2
 
 
