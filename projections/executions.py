@@ -205,9 +205,7 @@ class ExecutionsProjector:
     def __init__(self) -> None:
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    async def _rows(self, conn: DBConnection, events: Sequence[Event]
-                    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """The execution's row before these events (``None``: there is none) and after."""
+    async def _next_row(self, conn: DBConnection, events: Sequence[Event]) -> dict[str, Any]:
         rows = [event_to_row(e) for e in events]
         old = None
         cached = self._recent.pop(rows[0].execution_id, None)
@@ -221,10 +219,7 @@ class ExecutionsProjector:
             old = dict(record) if record is not None else None
             if old is not None:
                 old["id"] = str(old["id"])
-        return old, execution_row(old, rows)
-
-    async def _next_row(self, conn: DBConnection, events: Sequence[Event]) -> dict[str, Any]:
-        return (await self._rows(conn, events))[1]
+        return execution_row(old, rows)
 
     def _remember(self, new: dict[str, Any]) -> None:
         if new.get("status") not in TERMINAL_STATUSES:
@@ -248,53 +243,11 @@ class ExecutionsProjector:
         self._remember(new)
 
     async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
-        """The row's write as part of the append's statement (applied only if the events are).
-
-        With the row before known, only the columns that changed are sent, and a stage's
-        completion sends its step alone (appended to ``executed_steps`` in SQL) — not the
-        whole context again, which grows with every stage.  The row is there: it was written
-        with the execution's earlier events, and nothing deletes one whose log goes on (a
-        rebuild writes it again, with the same content, before an append can follow)."""
-        old, new = await self._rows(conn, events)
-        if old is None:
-            return Prepared(ctes=[_UPSERT_IF_OK], selects=[],
-                            params=[new[c] for c in COLUMNS],
-                            on_success=lambda: self._remember(new))
-        sets: list[str] = []
-        params: list[Any] = [new["id"]]
-        for column in COLUMNS:
-            before, after = old.get(column), new.get(column)
-            if column != "last_seq" and (after is before or after == before):
-                continue  # (last_seq always: the row read may be ahead — the append fails)
-            steps = _added_steps(before, after) if column == "context" else None
-            params.append(steps if steps is not None else after)
-            place = "{" + str(len(params) - 1) + "}"
-            sets.append(_APPEND_STEPS.format(place) if steps is not None
-                        else f"{column} = {place}")
-        return Prepared(ctes=[f"UPDATE workflow_executions SET {', '.join(sets)} "
-                              "WHERE id = {0}::uuid AND {ok}"], selects=[],
-                        params=params, on_success=lambda: self._remember(new))
-
-
-#: ``context`` with steps appended to its ``executed_steps`` (``{0}``: a JSON array of them).
-_APPEND_STEPS = ("context = jsonb_set(context, '{{{{executed_steps}}}}', "
-                 "coalesce(context->'executed_steps', '[]'::jsonb) || {0}::jsonb)")
-
-
-def _added_steps(before: Any, after: Any) -> list[Any] | None:
-    """The steps ``after`` (a context) adds to ``before``'s ``executed_steps`` when nothing
-    else in it changed; ``None`` otherwise (the whole context is written)."""
-    if not isinstance(before, dict) or not isinstance(after, dict) or before.keys() != after.keys():
-        return None
-    old_steps, new_steps = before.get("executed_steps"), after.get("executed_steps")
-    if not isinstance(old_steps, list) or not isinstance(new_steps, list):
-        return None
-    if len(new_steps) <= len(old_steps) or new_steps[:len(old_steps)] != old_steps:
-        return None
-    if any(after[k] is not before[k] and after[k] != before[k]
-           for k in after if k != "executed_steps"):
-        return None
-    return new_steps[len(old_steps):]
+        """The upsert as part of the append's statement (applied only if the events are)."""
+        new = await self._next_row(conn, events)
+        return Prepared(ctes=[_UPSERT_IF_OK], selects=[],
+                        params=[new[c] for c in COLUMNS],
+                        on_success=lambda: self._remember(new))
 
 
 _UPSERT_IF_OK = (
