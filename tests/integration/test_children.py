@@ -170,12 +170,21 @@ async def test_the_sweep_tells_a_parked_parent_of_a_child_that_ended_unreported(
     await status_is(eid, "waiting")
     await status_is(kid, "waiting")
     store = await ready_store()
-    async with store.pool.acquire() as conn, holding_lease(conn, kid) as free:
-        assert free
-        state = fold(await store.read(kid, conn=conn))
-        await store.append([WorkflowCancelled(
-            execution_id=kid, seq=state.version + 1, at=datetime.now(UTC), user_id="ghost",
-            duration_ms=0)], expected_version=state.version, conn=conn)
+
+    async def ended_unreported() -> bool:
+        """The child's end written under its lease — once no runner holds it: the one that
+        parked it gives it back just after its row says waiting, and any runner may take it
+        up again for a look (a wake-up, the idle recheck) and let it be."""
+        async with store.pool.acquire() as conn, holding_lease(conn, kid) as free:
+            if not free:
+                return False
+            state = fold(await store.read(kid, conn=conn))
+            await store.append([WorkflowCancelled(
+                execution_id=kid, seq=state.version + 1, at=datetime.now(UTC), user_id="ghost",
+                duration_ms=0)], expected_version=state.version, conn=conn)
+            return True
+
+    await eventually(ended_unreported, timeout=30, what=f"the lease of {kid} to be free")
     assert (await get_workflow_status(eid)).status == "waiting"  # nobody told it
     await recover_executions()
     done = await wait_for_workflow(eid, timeout=60)

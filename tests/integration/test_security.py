@@ -82,8 +82,12 @@ async def test_eight_exiting_local_agents_leave_the_pool_serving_another_organiz
     """The attack of issue 16: eight executions whose local agent raises SystemExit.  Each
     fails its own stage; a run of another organization started right after completes within
     seconds (before the fix they killed their runners and wedged the pool)."""
+    # A breaker that stays closed: with the default (5 failures) the executions the runners
+    # reach after five have failed wait out its cooldown instead — how many depends on how
+    # fast the pool takes them up, which is not what this test is about.
     exiting = await register_chain("exits", [
-        stage("boom", "raises_base", executor="local", retry="NONE")])
+        stage("boom", "raises_base", executor="local", retry="NONE",
+              circuit_breaker={"failure_threshold": 100, "cooldown_seconds": 60})])
     plain = await register_chain("plain", [stage("a", "noop")])
     await initialize_workflow_system()
     ids = [await execute_workflow_dag(exiting.id, {"raise": "SystemExit"}, "mallory",
