@@ -106,9 +106,10 @@ async def test_a_row_remembered_from_the_log_is_the_row_read_back(store: EventSt
 
 
 async def test_appends_write_the_row_the_whole_log_gives(store: EventStore) -> None:
-    """An append with the row before it known writes only the columns that changed, and a
-    stage's completion only its step: after every append the row is the one
-    ``execution_row`` computes from the whole log (what a rebuild writes)."""
+    """Whatever the read-model write sends (the whole row, or less when the row before it is
+    known), after every append the row is the one ``execution_row`` computes from the whole
+    log — what a rebuild writes — across breakers, waiting, parking, a request and a bounded
+    output."""
     from events import (
         CancelRequested,
         ExecutionParked,
