@@ -423,6 +423,22 @@ async def fork_join(n: int) -> dict[str, float]:
 
 # --- replay and rebuild -----------------------------------------------------------------------
 
+#: The chain hashes of events written past the store (``chain`` NULL), execution by execution.
+_CHAIN_COPIES = """
+WITH RECURSIVE c AS (
+  SELECT id, execution_id, seq,
+         wfdag_link('', execution_id, seq, event_type, stage_id, metadata, created_at) AS h
+  FROM workflow_events WHERE chain IS NULL AND seq = 1
+  UNION ALL
+  SELECT e.id, e.execution_id, e.seq,
+         wfdag_link(c.h, e.execution_id, e.seq, e.event_type, e.stage_id, e.metadata,
+                    e.created_at)
+  FROM c JOIN workflow_events e ON e.execution_id = c.execution_id AND e.seq = c.seq + 1
+)
+UPDATE workflow_events w SET chain = c.h FROM c WHERE w.id = c.id
+"""
+
+
 async def replay(events_in_log: int, rebuild_events: int) -> dict[str, Any]:
     from actors.api import rebuild_projections, replay_execution
     from events import fold
@@ -459,6 +475,10 @@ async def replay(events_in_log: int, rebuild_events: int) -> dict[str, Any]:
                 "workflow_events", records=records,
                 columns=["execution_id", "event_type", "stage_id", "metadata", "created_at",
                          "seq"])
+            # Each copy's hash chain, as its appends would have written it: a rebuild checks
+            # every log's chain, and a log of copies without one would be reported broken
+            # execution by execution — not the log a rebuild meets.
+            await conn.execute(_CHAIN_COPIES)
     total = await store.pool.fetchval("SELECT count(*) FROM workflow_events")
     # Let the live projections take in the copied events first (the projection actor would
     # otherwise be catching up with them while the scan and the rebuild are being timed).
@@ -494,6 +514,7 @@ async def replay(events_in_log: int, rebuild_events: int) -> dict[str, Any]:
     autovacuum = [f"{r['relname']}: {r['what']} +{(r['at'] - window_start).total_seconds():.1f}s"
                   for r in vacuums]
     return {"log_events": len(log_events), "read_and_fold_s": read_and_fold_s,
+            "rebuild_broken_logs": len(report["broken"]),
             "fold_only_s": fold_only_s, "replay_events_per_s": len(log_events) / read_and_fold_s,
             "fold_only_events_per_s": len(log_events) / fold_only_s,
             "rebuild_events": report["events"], "rebuild_s": rebuild_s, "scan_s": scan_s,
