@@ -33,7 +33,8 @@ bench-quick: $(VENV)/.installed-bench
 	$(BIN)/python -c "import json; d = json.load(open('bench/results/quick.json')); \
 	  missing = [k for k in ('chain_throughput_vs_dbos', 'chain_latency_p50_vs_dbos', \
 	  'chain_throughput_vs_ray_floor', 'fork_join_over_critical_path', \
-	  'replay_fold_events_per_s', 'rebuild_vs_scan', 'append_vs_floor', 'scale_completed', \
+	  'replay_fold_events_per_s', 'rebuild_vs_scan', 'append_vs_floor', 'append_pool_vs_floor', \
+	  'scale_completed', \
 	  'scale_peak_rss_mb', 'large_row_vs_log', 'console_execution_open_ms', \
 	  'console_list_page_big_vs_small', 'chain_task_stages_throughput_vs_ray_floor', \
 	  'parked_10k_runner_rss_growth_mb', 'approve_to_next_stage_p50_ms', 'long_log_resume_ms', \
