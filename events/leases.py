@@ -23,6 +23,7 @@ from events.children import after_append, reconcile
 from events.database import DBConnection, DBReader
 from events.endings import dead_letter_events
 from events.models import REQUEST_EVENT_TYPES, TERMINAL_EVENT_TYPES, Event, ExecutionImported
+from events.rows import EventRow
 from events.state import fold
 from events.store import EventStore, Prepared, parse_execution_id
 
@@ -139,7 +140,8 @@ class _QueueProjector:
         if any(e.type in _REQUESTS for e in events):
             await conn.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, last.execution_id)
 
-    async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
+    async def prepare(self, conn: DBConnection, events: Sequence[Event],
+                      rows: Sequence[EventRow]) -> Prepared:
         """The same, inside the append's statement (applied only if the events are)."""
         last = events[-1]
         if last.type in TERMINAL_EVENT_TYPES or _evidence(last):

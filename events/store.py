@@ -27,7 +27,7 @@ from definitions import (
 from events.database import DBConnection, session_alive
 from events.definition_store import DefinitionStore
 from events.models import Event
-from events.rows import event_from_row, event_to_row
+from events.rows import EventRow, event_from_row, event_to_row
 from events.store_sql import APPEND, CHAIN_OF, CHAINS, READ
 
 __all__ = [
@@ -62,7 +62,9 @@ class StatementProjector(Protocol):
 
     async def __call__(self, conn: DBConnection, events: Sequence[Event]) -> None: ...
 
-    async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared: ...
+    async def prepare(self, conn: DBConnection, events: Sequence[Event],
+                      rows: Sequence[EventRow]) -> Prepared:
+        """``rows``: the events as the store writes them (``event_to_row``), made once."""
 
 def parse_execution_id(execution_id: str) -> str:
     """The canonical form of an execution id; anything that is not a UUID is not found."""
@@ -242,6 +244,7 @@ class EventStore(DefinitionStore):
         self._definitions: dict[tuple[str, int], WorkflowDAG] = {}
         self._single_statement = bool(self._projectors) and all(
             hasattr(p, "prepare") for p in self._projectors)
+        self._statements: dict[tuple[Any, ...], str] = {}  # see _statement
         self._notifier = _Notifier(pool)
 
     def prime(self, events: Sequence[Event]) -> None:
@@ -317,20 +320,12 @@ class EventStore(DefinitionStore):
                 # One statement, one round trip: the events, the read models (their projectors'
                 # CTEs, applied only when every event went in) and the notifications.
                 async with self._on(conn) as conn:
-                    prepared = [await p.prepare(conn, events)  # type: ignore[attr-defined]
+                    prepared = [await p.prepare(conn, events, rows)  # type: ignore[attr-defined]
                                 for p in self._projectors]
                     args.append(len(rows))
-                    ok = f"((SELECT n FROM ins_count) = ${len(args)})"
-                    ctes: list[str] = []
-                    selects: list[str] = []
+                    sql = self._statement(len(args), prepared)
                     for part in prepared:
-                        names = [f"${len(args) + i + 1}" for i in range(len(part.params))]
                         args.extend(part.params)
-                        ctes += [c.format(*names, ok=ok) for c in part.ctes]
-                        selects += [x.format(*names, ok=ok) for x in part.selects]
-                    sql = APPEND.format(
-                        ctes="".join(f",\np{i} AS ({c})" for i, c in enumerate(ctes)),
-                        selects="".join(f", {x}" for x in selects))
                     result = await conn.fetchrow(sql, *args)
                 assert result is not None
                 if result["n"] != len(rows):
@@ -350,6 +345,28 @@ class EventStore(DefinitionStore):
             if exc.constraint_name and "seq" in exc.constraint_name:
                 raise ConcurrencyError(execution_id, expected_version) from None
             raise
+
+    def _statement(self, base: int, prepared: Sequence[Prepared]) -> str:
+        """The single-statement append with the projectors' parts, their parameters numbered
+        from ``$base + 1`` (``$base`` is the count of events).  Built once per shape: a few
+        shapes (which parts, how many parameters) serve every append."""
+        key = (base, tuple((tuple(p.ctes), tuple(p.selects), len(p.params)) for p in prepared))
+        sql = self._statements.get(key)
+        if sql is None:
+            ok = f"((SELECT n FROM ins_count) = ${base})"
+            ctes: list[str] = []
+            selects: list[str] = []
+            for part in prepared:
+                names = [f"${base + i + 1}" for i in range(len(part.params))]
+                base += len(part.params)
+                ctes += [c.format(*names, ok=ok) for c in part.ctes]
+                selects += [x.format(*names, ok=ok) for x in part.selects]
+            sql = APPEND.format(
+                ctes="".join(f",\np{i} AS ({c})" for i, c in enumerate(ctes)),
+                selects="".join(f", {x}" for x in selects))
+            if len(self._statements) < 256:  # bounded, though shapes are few
+                self._statements[key] = sql
+        return sql
 
     def _on(self, conn: DBConnection | None) -> contextlib.AbstractAsyncContextManager[Any]:
         """``conn`` itself, else a connection of the pool for the block."""

@@ -205,8 +205,10 @@ class ExecutionsProjector:
     def __init__(self) -> None:
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    async def _next_row(self, conn: DBConnection, events: Sequence[Event]) -> dict[str, Any]:
-        rows = [event_to_row(e) for e in events]
+    async def _next_row(self, conn: DBConnection, events: Sequence[Event],
+                        rows: Sequence[EventRow] | None = None) -> dict[str, Any]:
+        if rows is None:
+            rows = [event_to_row(e) for e in events]
         old = None
         cached = self._recent.pop(rows[0].execution_id, None)
         if cached is not None and cached["last_seq"] == rows[0].seq - 1:
@@ -242,9 +244,10 @@ class ExecutionsProjector:
         await write_rows(conn, [new])
         self._remember(new)
 
-    async def prepare(self, conn: DBConnection, events: Sequence[Event]) -> Prepared:
+    async def prepare(self, conn: DBConnection, events: Sequence[Event],
+                      rows: Sequence[EventRow]) -> Prepared:
         """The upsert as part of the append's statement (applied only if the events are)."""
-        new = await self._next_row(conn, events)
+        new = await self._next_row(conn, events, rows)
         return Prepared(ctes=[_UPSERT_IF_OK], selects=[],
                         params=[new[c] for c in COLUMNS],
                         on_success=lambda: self._remember(new))
