@@ -28,7 +28,7 @@ from events.database import DBConnection, session_alive
 from events.definition_store import DefinitionStore
 from events.models import Event
 from events.rows import EventRow, event_from_row, event_to_row
-from events.store_sql import APPEND, CHAIN_OF, CHAINS, READ
+from events.store_sql import CHAIN_OF, CHAINS, READ, append_statement
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -244,7 +244,6 @@ class EventStore(DefinitionStore):
         self._definitions: dict[tuple[str, int], WorkflowDAG] = {}
         self._single_statement = bool(self._projectors) and all(
             hasattr(p, "prepare") for p in self._projectors)
-        self._statements: dict[tuple[Any, ...], str] = {}  # see _statement
         self._notifier = _Notifier(pool)
 
     def prime(self, events: Sequence[Event]) -> None:
@@ -323,7 +322,8 @@ class EventStore(DefinitionStore):
                     prepared = [await p.prepare(conn, events, rows)  # type: ignore[attr-defined]
                                 for p in self._projectors]
                     args.append(len(rows))
-                    sql = self._statement(len(args), prepared)
+                    sql = append_statement(len(args), tuple(
+                        (tuple(p.ctes), tuple(p.selects), len(p.params)) for p in prepared))
                     for part in prepared:
                         args.extend(part.params)
                     result = await conn.fetchrow(sql, *args)
@@ -335,7 +335,7 @@ class EventStore(DefinitionStore):
                         part.on_success()
                 return
             async with self._on(conn) as conn, conn.transaction():
-                result = await conn.fetchrow(APPEND.format(ctes="", selects=""), *args)
+                result = await conn.fetchrow(append_statement(len(args), ()), *args)
                 assert result is not None
                 if result["n"] != len(rows):
                     raise ConcurrencyError(execution_id, expected_version)
@@ -345,28 +345,6 @@ class EventStore(DefinitionStore):
             if exc.constraint_name and "seq" in exc.constraint_name:
                 raise ConcurrencyError(execution_id, expected_version) from None
             raise
-
-    def _statement(self, base: int, prepared: Sequence[Prepared]) -> str:
-        """The single-statement append with the projectors' parts, their parameters numbered
-        from ``$base + 1`` (``$base`` is the count of events).  Built once per shape: a few
-        shapes (which parts, how many parameters) serve every append."""
-        key = (base, tuple((tuple(p.ctes), tuple(p.selects), len(p.params)) for p in prepared))
-        sql = self._statements.get(key)
-        if sql is None:
-            ok = f"((SELECT n FROM ins_count) = ${base})"
-            ctes: list[str] = []
-            selects: list[str] = []
-            for part in prepared:
-                names = [f"${base + i + 1}" for i in range(len(part.params))]
-                base += len(part.params)
-                ctes += [c.format(*names, ok=ok) for c in part.ctes]
-                selects += [x.format(*names, ok=ok) for x in part.selects]
-            sql = APPEND.format(
-                ctes="".join(f",\np{i} AS ({c})" for i, c in enumerate(ctes)),
-                selects="".join(f", {x}" for x in selects))
-            if len(self._statements) < 256:  # bounded, though shapes are few
-                self._statements[key] = sql
-        return sql
 
     def _on(self, conn: DBConnection | None) -> contextlib.AbstractAsyncContextManager[Any]:
         """``conn`` itself, else a connection of the pool for the block."""

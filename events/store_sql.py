@@ -3,7 +3,11 @@ checks (migration 13's ``wfdag_link`` is the one definition of a link)."""
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "CHAINS", "CHAIN_OF", "IN_ORDER", "LINK_HOLDS", "READ"]
+import functools
+
+__all__ = [
+    "APPEND", "CHAINS", "CHAIN_OF", "IN_ORDER", "LINK_HOLDS", "READ", "append_statement",
+]
 
 #: The events of ``$2…$6`` (seqs, types, stages, metadata, times) with their place, and the
 #: ``chain`` each gets from the one before: the start of ``links`` is ``{start}``.
@@ -63,3 +67,22 @@ SELECT h FROM links WHERE i > 0 ORDER BY i
 CHAINS = """
 SELECT seq, chain FROM workflow_events WHERE execution_id = $1::uuid ORDER BY seq
 """
+
+
+@functools.lru_cache(maxsize=256)
+def append_statement(base: int, parts: tuple[tuple[tuple[str, ...], tuple[str, ...], int], ...],
+                     ) -> str:
+    """:data:`APPEND` with the projectors' parts — each (data-modifying CTE bodies, final SELECT
+    expressions, how many parameters), written ``{0}``, ``{1}``, … and ``{ok}`` — their
+    parameters numbered from ``$base + 1`` (``$base`` is the count of events).  Built once per
+    shape: a few shapes serve every append."""
+    ok = f"((SELECT n FROM ins_count) = ${base})"
+    ctes: list[str] = []
+    selects: list[str] = []
+    for part_ctes, part_selects, count in parts:
+        names = [f"${base + i + 1}" for i in range(count)]
+        base += count
+        ctes += [c.format(*names, ok=ok) for c in part_ctes]
+        selects += [x.format(*names, ok=ok) for x in part_selects]
+    return APPEND.format(ctes="".join(f",\np{i} AS ({c})" for i, c in enumerate(ctes)),
+                         selects="".join(f", {x}" for x in selects))
