@@ -243,7 +243,20 @@ async def park(lease_conn: DBConnection, execution_id: str, wake_at: datetime | 
         "UPDATE execution_queue SET not_before = COALESCE($2::timestamptz, 'infinity') "
         "WHERE execution_id = $1::uuid AND ($3::int IS NULL OR (SELECT last_seq FROM "
         "workflow_executions WHERE id = $1::uuid) = $3)", execution_id, wake_at, version)
-    return bool(status.endswith(" 1"))
+    if not status.endswith(" 1"):
+        return False
+    if version is None:
+        return True
+    # A request whose append held the queue row when the UPDATE reached it, and committed:
+    # the UPDATE then went on with the version it had read before that commit (PostgreSQL
+    # re-checks the row, not the subquery), parking past the request.  Looked at again with a
+    # snapshot taken after both: claimable once more.  (This one only ever wakes: a request
+    # racing it wakes the execution by its own append.)
+    woken = await lease_conn.execute(
+        "UPDATE execution_queue SET not_before = NULL WHERE execution_id = $1::uuid AND "
+        "(SELECT last_seq FROM workflow_executions WHERE id = $1::uuid) IS DISTINCT FROM $2",
+        execution_id, version)
+    return not woken.endswith(" 1")
 
 
 async def release(lease_conn: DBConnection, execution_id: str) -> None:

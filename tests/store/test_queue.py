@@ -184,3 +184,54 @@ async def test_every_runner_that_died_on_an_execution_counts_once_it_certifies(
         claim = await claim_next(conn, "c")
         assert claim is not None and claim.recoveries == 2
         await release(conn, eid)
+
+
+async def test_a_request_that_commits_while_its_runner_parks_keeps_it_claimable(
+    pool: asyncpg.Pool,
+) -> None:
+    """The runner parks an execution at the log's version it drove; a request (an approval, a
+    cancel) appended just then must still wake it.  The bad interleaving, made deterministic:
+    the request's statement holds the queue row when the park's UPDATE reaches it, and
+    commits; the park then goes on with the version it read before that commit.  It must not
+    leave the execution parked past the request (claimable never again, before this test:
+    an approval lost, the execution waiting for good)."""
+    from events import CancelRequested, StageStarted
+    from events.leases import park
+    from tests.store.test_store import _initiated
+
+    store = EventStore(pool, projectors=[project_executions, project_queue])
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid)], expected_version=0)
+    runner = await pool.acquire()
+    requester = await pool.acquire()
+    try:
+        claim = await claim_next(runner, "runner-a")
+        assert claim is not None and claim.execution_id == eid
+        await store.append([StageStarted(execution_id=eid, seq=2, at=T0,
+                                          stage_id="opportunity_research")],
+                           expected_version=1, conn=runner)
+        request = CancelRequested(execution_id=eid, seq=3, at=T0, user_id="ops")
+        async with requester.transaction():
+            await store.append([request], expected_version=2, conn=requester)
+            # The runner parks at version 2 meanwhile; its UPDATE waits for the request's
+            # row lock on the queue.
+            parking = asyncio.ensure_future(park(runner, eid, None, 2))
+            await asyncio.sleep(0)
+
+            async def blocked() -> bool:
+                return bool(await pool.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
+                    runner.get_server_pid()))
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await blocked():
+                assert asyncio.get_running_loop().time() < deadline, "the park never waited"
+                await asyncio.sleep(0.01)
+        assert not await asyncio.wait_for(parking, 10), "parked past a request"
+        row = await pool.fetchrow("SELECT not_before FROM execution_queue "
+                                  "WHERE execution_id = $1", uuid.UUID(eid))
+        assert row is not None and row["not_before"] is None  # claimable: the request wakes it
+    finally:
+        for conn in (runner, requester):
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await pool.release(conn)
