@@ -287,3 +287,46 @@ def dies_once(ctx: StageContext) -> dict[str, Any]:
     if ctx.attempt == 1:
         os._exit(3)
     return {"pid": os.getpid()}
+
+
+async def async_where(ctx: StageContext) -> dict[str, Any]:
+    """Which process and thread ran it (a coroutine agent of a local stage: the runner's loop)."""
+    await asyncio.sleep(0)
+    return {"pid": os.getpid(), "thread": threading.current_thread().name}
+
+
+async def async_hung(ctx: StageContext) -> dict[str, Any]:
+    """Writes its pid, then would write ``finished`` after 30 s; cancelled, it writes
+    ``cancelled`` (and ends, as a well-behaved coroutine does)."""
+    _touch(_dir(ctx) / "hung.pid", str(os.getpid()))
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        _touch(_dir(ctx) / "cancelled", str(os.getpid()))
+        raise
+    _touch(_dir(ctx) / "finished")
+    return {}
+
+
+async def async_stubborn(ctx: StageContext) -> dict[str, Any]:
+    """Writes its pid, then ignores every cancellation for 20 s (a coroutine that will not
+    stop), then writes ``finished``."""
+    _touch(_dir(ctx) / "hung.pid", str(os.getpid()))
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            continue
+    _touch(_dir(ctx) / "finished")
+    return {}
+
+
+async def async_returns_string(ctx: StageContext) -> Any:
+    return "not a dict"
+
+
+async def async_raises_base(ctx: StageContext) -> dict[str, Any]:
+    """:func:`raises_base` as a coroutine."""
+    await asyncio.sleep(0)
+    return raises_base(ctx)

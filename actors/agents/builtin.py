@@ -1,4 +1,5 @@
-"""General-purpose agents: ``actors.agents.builtin:noop`` and ``actors.agents.builtin:sleep``.
+"""General-purpose agents: ``actors.agents.builtin:noop`` (and ``noop_async``, its ``async def``
+twin) and ``actors.agents.builtin:sleep``.
 
 Useful as placeholders while a workflow's shape is designed, and for benchmarks.
 """
@@ -10,11 +11,17 @@ from typing import Any
 
 from actors.agents.context import StageContext
 
-__all__ = ["noop", "sleep"]
+__all__ = ["noop", "noop_async", "sleep"]
 
 
 def noop(ctx: StageContext) -> dict[str, Any]:
     """Does nothing; returns ``{}``."""
+    return {}
+
+
+async def noop_async(ctx: StageContext) -> dict[str, Any]:
+    """Does nothing, as an ``async def`` (a local stage awaits it on its runner's loop);
+    returns ``{}``."""
     return {}
 
 

@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.agents import REFERENCE_AGENTS, StageContext, resolve_callable
@@ -20,7 +21,10 @@ from actors.runner.protocol import AttemptResult, AttemptSpec
 from actors.runtime import check_payload_size
 from definitions import AgentOutputError, PayloadTooLargeError, classify_error
 
-__all__ = ["run_guarded_attempt", "run_local_attempt", "run_stage_attempt"]
+__all__ = [
+    "coroutine_agent", "run_coroutine_attempt", "run_guarded_attempt", "run_local_attempt",
+    "run_stage_attempt",
+]
 
 
 def _target(spec: AttemptSpec) -> Any:
@@ -33,9 +37,8 @@ def _target(spec: AttemptSpec) -> Any:
     return resolve_callable(spec.agent)
 
 
-def _call_agent(spec: AttemptSpec) -> Any:
-    agent = _target(spec)
-    ctx = StageContext(
+def _context(spec: AttemptSpec) -> StageContext:
+    return StageContext(
         execution_id=spec.execution_id,
         workflow_id=spec.workflow_id,
         stage_id=spec.stage_id,
@@ -47,6 +50,11 @@ def _call_agent(spec: AttemptSpec) -> Any:
         capabilities=spec.capabilities,
         output=spec.output,
     )
+
+
+def _call_agent(spec: AttemptSpec) -> Any:
+    agent = _target(spec)
+    ctx = _context(spec)
     token = DATABASE_URL.set(spec.database_url)
     try:
         result = agent(ctx)
@@ -81,22 +89,57 @@ def _check_output(stage_id: str, result: Any) -> dict[str, Any]:
     return json.loads(encoded)  # type: ignore[no-any-return]
 
 
-def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
-    """Run the agent once: its output, or its error classified."""
-    started = time.monotonic()
-
-    def elapsed() -> int:
-        return int((time.monotonic() - started) * 1000)
-
+def _ended(spec: AttemptSpec, started: float, result: Any) -> AttemptResult:
+    """The attempt's result from what its agent returned (``AgentOutputError`` if not JSON)."""
+    elapsed = int((time.monotonic() - started) * 1000)
     try:
-        result = _call_agent(spec)
         if result is None and spec.handler:
             result = {}  # a compensation handler may return nothing
         output = _check_output(spec.stage_id, result)
     except Exception as exc:
-        return AttemptResult(ok=False, duration_ms=elapsed(),
+        return AttemptResult(ok=False, duration_ms=elapsed,
                              error=classify_error(exc).to_json(), pid=os.getpid())
-    return AttemptResult(ok=True, duration_ms=elapsed(), output=output, pid=os.getpid())
+    return AttemptResult(ok=True, duration_ms=elapsed, output=output, pid=os.getpid())
+
+
+def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
+    """Run the agent once: its output, or its error classified."""
+    started = time.monotonic()
+    try:
+        result = _call_agent(spec)
+    except Exception as exc:
+        return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
+                             error=classify_error(exc).to_json(), pid=os.getpid())
+    return _ended(spec, started, result)
+
+
+def coroutine_agent(spec: AttemptSpec) -> Callable[[StageContext], Awaitable[Any]] | None:
+    """The stage's agent (or compensation handler) when it is an ``async def`` that imports
+    here — a local stage runs it on the runner's event loop — else ``None`` (a thread runs
+    it, and reports an agent that does not import as the attempt's error)."""
+    try:
+        target = _target(spec)
+    except Exception:
+        return None
+    return target if inspect.iscoroutinefunction(target) else None
+
+
+async def run_coroutine_attempt(spec: AttemptSpec,
+                                agent: Callable[[StageContext], Awaitable[Any]]) -> AttemptResult:
+    """:func:`run_guarded_attempt` for an ``async def`` agent, awaited on this event loop.
+    Whatever it raises fails the attempt, classified by name — ``CancelledError`` too (the
+    runner cancels it at its timeout, or when the stage is cancelled: the attempt then ends
+    as a task whose result nobody reads)."""
+    started = time.monotonic()
+    token = DATABASE_URL.set(spec.database_url)
+    try:
+        result = await agent(_context(spec))
+    except BaseException as exc:
+        return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
+                             error=classify_error(exc).to_json(), pid=os.getpid())
+    finally:
+        DATABASE_URL.reset(token)
+    return _ended(spec, started, result)
 
 
 def run_guarded_attempt(spec: AttemptSpec) -> AttemptResult:

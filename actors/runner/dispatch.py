@@ -1,5 +1,6 @@
 """Dispatch of stage attempts: a stage worker or a Ray task (killable), or a thread of the
-runner (local).
+runner (local) — or, for a local stage whose agent is an ``async def``, a task on the runner's
+event loop.
 
 A task stage that asks for no resources is an attempt on one of the runner's idle stage
 workers (:mod:`actors.runner.workers`) — or, with none idle, resources asked or
@@ -7,7 +8,10 @@ workers (:mod:`actors.runner.workers`) — or, with none idle, resources asked o
 cancellation by killing its process.  A local stage is a thread of
 the runner's process, which cannot be stopped: one that outlives its attempt is *abandoned*,
 and the runner ends its own process (:func:`retire`) before anything could run the stage
-again beside it.
+again beside it.  A coroutine agent is cancelled instead (at its timeout, or when its stage is
+cancelled); one that has not ended :data:`COROUTINE_GRACE_SECONDS` later is abandoned like a
+thread.  It shares the runner's loop, as an async Temporal activity shares its worker's: it
+must not block (a blocking call belongs in a sync agent, which gets a thread).
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from typing import Any, NoReturn
 import ray
 from ray.exceptions import RayError
 
-from actors.runner.attempt import run_guarded_attempt
+from actors.runner.attempt import coroutine_agent, run_coroutine_attempt, run_guarded_attempt
 from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
 from actors.runner.workers import StageWorkers, Worker, WorkerLostError, lost_result
 from definitions import StageTimeoutError, WorkflowStage
 
 __all__ = [
     "CANCEL_GRACE_SECONDS",
+    "COROUTINE_GRACE_SECONDS",
     "RETIRE_EXIT_CODE",
     "Dispatcher",
     "retire",
@@ -42,10 +47,13 @@ __all__ = [
 ]
 
 CANCEL_GRACE_SECONDS = 10.0
+#: How long a cancelled coroutine agent has to end before it counts as abandoned.
+COROUTINE_GRACE_SECONDS = 2.0
 RETIRE_EXIT_CODE = 70
 
 Key = tuple[str, str]  # ("run" | "undo", stage id)
-_Thread = concurrent.futures.Future[AttemptResult]
+#: A local attempt: a thread's future, or the task of a coroutine agent.
+_Thread = concurrent.futures.Future[AttemptResult] | asyncio.Task[AttemptResult]
 
 
 @cache
@@ -173,7 +181,10 @@ class Dispatcher:
         self._busy.pop(key, None)
 
     def stop_tasks(self) -> None:
-        """Kill every task stage in flight (their workers)."""
+        """Kill every task stage in flight (their workers); cancel coroutine agents."""
+        for local in self._local.values():
+            if isinstance(local, asyncio.Task):
+                local.cancel()
         for ref in self._refs.values():
             ray.cancel(ref, force=True)
         self._refs.clear()
@@ -188,6 +199,14 @@ class Dispatcher:
     def local_still_running(self) -> bool:
         """A local stage thread still runs: one in flight, or one abandoned by its attempt."""
         return _any_running(self._local.values()) or _any_running(self._abandoned)
+
+    async def settle_local(self) -> None:
+        """Give cancelled coroutine agents :data:`COROUTINE_GRACE_SECONDS` to end (threads
+        cannot be made to)."""
+        tasks = {t for t in (*self._local.values(), *self._abandoned)
+                 if isinstance(t, asyncio.Task) and not t.done()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=COROUTINE_GRACE_SECONDS)
 
     def clear(self) -> None:
         self._local.clear()
@@ -208,10 +227,17 @@ class Dispatcher:
         # it runs as a Ray task of its own while one starts for the next attempts.
         worker = (self._workers.take() if not local and self._workers.enabled
                   and on_stage_worker(stage) else None)
-        if local:
+        coroutine = coroutine_agent(spec) if local else None
+        result_future: asyncio.Future[Any]
+        if coroutine is not None:
+            thread = asyncio.ensure_future(run_coroutine_attempt(spec, coroutine))
+            self._local[key] = thread
+            # Shielded, as a thread's wrapped future: cancelling the wait leaves the agent be.
+            result_future = asyncio.shield(thread)
+        elif local:
             thread = self._threads().submit(run_guarded_attempt, spec)
             self._local[key] = thread
-            result_future: asyncio.Future[Any] = asyncio.wrap_future(thread)
+            result_future = asyncio.wrap_future(thread)
         elif worker is not None:
             on_worker = self._busy[key] = _OnWorker(self._workers, worker)
             result_future = call = asyncio.ensure_future(on_worker.run(spec))
@@ -224,7 +250,10 @@ class Dispatcher:
             result_future = asyncio.ensure_future(asyncio.wrap_future(ref.future()))
 
         def stop() -> None:
-            if thread is not None:
+            if isinstance(thread, asyncio.Task):
+                thread.cancel()
+                self._abandoned.add(thread)  # until it has ended: see settle_local()
+            elif thread is not None:
                 if not thread.cancel():  # running already: it cannot be interrupted
                     self._abandoned.add(thread)
             elif on_worker is not None:
@@ -252,6 +281,8 @@ class Dispatcher:
         if result_future not in done:
             if not done:  # the timeout
                 stop()
+                if isinstance(thread, asyncio.Task):
+                    await asyncio.wait({thread}, timeout=COROUTINE_GRACE_SECONDS)
                 if on_worker is not None:
                     # Its worker's death is seen before the attempt ends: a retry never
                     # overlaps it.
@@ -272,6 +303,8 @@ class Dispatcher:
             except (RayError, TimeoutError, asyncio.CancelledError):
                 if local:
                     stop()
+                    if isinstance(thread, asyncio.Task):
+                        await asyncio.wait({thread}, timeout=COROUTINE_GRACE_SECONDS)
                 return failed("StageCancelled", "cancelled while it ran (the workflow failed "
                               "elsewhere, or a cancel was requested)", False)
         try:

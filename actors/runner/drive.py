@@ -153,6 +153,7 @@ class Drive(StageCalls):
             raise
         finally:
             self._dispatch.stop_tasks()
+            await self._dispatch.settle_local()
             if self._dispatch.local_still_running():
                 # A local stage thread would run on unfenced (its lease is lost, or the drive
                 # ended while it ran): only the end of this process stops it.
@@ -287,6 +288,7 @@ class Drive(StageCalls):
                 # Stop the stages before anything that may wait on the lost connection (cut
                 # off by a partition, it may not fail for minutes): never two at once.
                 self._dispatch.stop_tasks()
+                await self._dispatch.settle_local()
                 if self._dispatch.local_still_running():
                     retire("a local stage was still running when its lease was lost",
                            self.execution_id, self._log)

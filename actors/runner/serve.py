@@ -320,6 +320,7 @@ class Runner:
                                                 "execution over, this one reconnects")
                     # Its stages stop now, whatever the drive is waiting on.
                     self._dispatch.stop_tasks()
+                    await self._dispatch.settle_local()
                     if self._dispatch.local_still_running():
                         retire("cut off from the database while a local stage ran", eid,
                                self._log)

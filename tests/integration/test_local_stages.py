@@ -54,6 +54,60 @@ async def test_a_local_stage_runs_in_its_runner_and_a_task_stage_does_not() -> N
     assert outputs["coro"]["async"] is True  # a coroutine agent runs locally too
 
 
+async def test_a_local_coroutine_agent_runs_on_its_runners_loop_and_is_cancelled_at_timeout(
+    tmp_dir: Path,
+) -> None:
+    """An ``async def`` agent of a local stage is awaited on its runner's event loop (no
+    thread); at its timeout it is cancelled — it can be, unlike a thread — so its runner's
+    process lives on, and its retry runs in that same process."""
+    retry = {"max_attempts": 2, "initial_delay_ms": 50, "max_delay_ms": 50}
+    dag = await register_chain("local-coro", [
+        stage("here", "async_where", executor="local"),
+        stage("stuck", "async_hung", timeout=1, retry=retry, executor="local"),
+    ])
+    await initialize_workflow_system()
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir)}, "tester")
+    status = await wait_for_workflow(eid, timeout=60)
+    assert status.status == "failed"
+    events = await events_of(eid)
+    assert_gapless(events)
+    here = next(e.output for e in events if e.type == "stage_completed")
+    assert not here["thread"].startswith("wfdag-local")  # not a thread of the pool
+    attempts = [e for e in events if e.type == "stage_attempt" and e.stage_id == "stuck"]
+    assert [a.attempt for a in attempts] == [1, 2]
+    assert all(a.error is not None and a.error["type"] == "StageTimeoutError" for a in attempts)
+    pids = [int(p) for p in (tmp_dir / "hung.pid").read_text().split()]
+    cancelled = [int(p) for p in (tmp_dir / "cancelled").read_text().split()]
+    assert len(pids) == 2 and cancelled == pids  # each attempt was cancelled, then retried
+    assert pids[0] == pids[1] == here["pid"]  # in the runner's own process, which lived on
+    assert process_alive(pids[0])
+    assert not (tmp_dir / "finished").exists()
+
+
+async def test_a_local_coroutine_agent_that_ignores_cancellation_ends_with_its_process(
+    tmp_dir: Path,
+) -> None:
+    """A coroutine agent that will not stop when cancelled is abandoned like a thread: its
+    runner ends its own process before the retry could run beside it."""
+    retry = {"max_attempts": 2, "initial_delay_ms": 50, "max_delay_ms": 50}
+    dag = await register_chain("local-coro-stubborn", [
+        stage("stuck", "async_stubborn", timeout=1, retry=retry, executor="local"),
+    ])
+    await initialize_workflow_system()
+    eid = await execute_workflow_dag(dag.id, {"dir": str(tmp_dir)}, "tester")
+    status = await wait_for_workflow(eid, timeout=90)
+    assert status.status == "failed"
+    attempts = [e for e in await events_of(eid) if e.type == "stage_attempt"]
+    assert [a.attempt for a in attempts] == [1, 2]
+    assert all(a.error is not None and a.error["type"] == "StageTimeoutError" for a in attempts)
+    pids = [int(p) for p in (tmp_dir / "hung.pid").read_text().split()]
+    assert len(pids) == 2 and pids[0] != pids[1]
+    for pid in pids:
+        await wait_until(lambda pid=pid: not process_alive(pid), timeout=30,
+                         what=f"the runner process {pid} of the stubborn agent to end")
+    assert not (tmp_dir / "finished").exists()
+
+
 async def test_a_local_agent_that_overruns_its_timeout_is_stopped_with_its_process(
     tmp_dir: Path,
 ) -> None:

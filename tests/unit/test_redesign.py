@@ -131,6 +131,35 @@ def test_an_attempt_returns_the_agent_output_and_its_process() -> None:
     assert result.ok and isinstance(result.output, dict) and result.pid == os.getpid()
 
 
+def test_only_an_async_def_agent_that_imports_is_awaited_on_the_loop() -> None:
+    from actors.runner.attempt import coroutine_agent
+
+    assert coroutine_agent(_spec("async_agent")) is not None
+    assert coroutine_agent(_spec("noop")) is None  # a sync agent: a thread runs it
+    # One that does not import is left to the thread, which reports it as the attempt's error.
+    assert coroutine_agent(_spec("no_such_agent")) is None
+
+
+async def test_a_coroutine_attempt_checks_its_output_and_classifies_what_it_raises() -> None:
+    from dataclasses import replace
+
+    from actors.runner.attempt import coroutine_agent, run_coroutine_attempt
+
+    async def attempt(agent: str, **context: Any) -> Any:
+        spec = replace(_spec(agent), context=context)
+        coroutine = coroutine_agent(spec)
+        assert coroutine is not None
+        return await run_coroutine_attempt(spec, coroutine)
+
+    ok = await attempt("async_agent")
+    assert ok.ok and ok.output == {"async": True, "inputs": []} and ok.pid == os.getpid()
+    bad = await attempt("async_returns_string")
+    assert not bad.ok and bad.error is not None and bad.error["type"] == "AgentOutputError"
+    for kind in ("SystemExit", "KeyboardInterrupt", "CancelledError"):
+        failed = await attempt("async_raises_base", **{"raise": kind})
+        assert not failed.ok and failed.error is not None and failed.error["type"] == kind
+
+
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WFDAG_", "RAY_"))}
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, text=True,
