@@ -157,7 +157,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executions", type=int, default=300)
-    parser.add_argument("--executor", choices=("task", "local"), default="task")
+    parser.add_argument("--executor", choices=("task", "local", "local_async"), default="task")
     parser.add_argument("--py-spy", type=float, default=0.0, dest="py_spy")
     parser.add_argument("--gil", action="store_true",
                         help="sample only while the runner holds the GIL (its Python CPU)")

@@ -38,7 +38,11 @@ from synthetic import append_log, synthetic_log  # noqa: E402
 from definitions import WorkflowDAG  # noqa: E402
 
 CHAIN_STAGES = 5
-CHAIN_IDS = {"local": "bench-chain-v1", "task": "bench-chain-tasks-v1"}
+CHAIN_IDS = {"local": "bench-chain-v1", "task": "bench-chain-tasks-v1",
+             "local_async": "bench-chain-async-v1"}
+#: The chain's no-op agent: sync (a local stage runs it in a thread of its runner), or its
+#: ``async def`` twin for the ``local_async`` chain (awaited on the runner's loop).
+CHAIN_AGENTS = {"local_async": "actors.agents.builtin:noop_async"}
 _PGDATA: list[Path] = []  # the run's embedded PostgreSQL, stopped after Ray
 FORK_STAGE_S = 0.2
 
@@ -59,13 +63,17 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def chain_dag(executor: str = "local") -> WorkflowDAG:
     """The 5-stage no-op chain.  ``local`` stages run in the execution actor's process, as
-    DBOS steps run in the workflow's process; ``task`` stages are a Ray task each."""
+    DBOS steps run in the workflow's process (``local_async``: with the ``async def`` no-op,
+    on the runner's event loop rather than in a thread); ``task`` stages are a Ray task
+    each."""
     ids = [f"s{i}" for i in range(1, CHAIN_STAGES + 1)]
     return WorkflowDAG.model_validate({
         "id": CHAIN_IDS[executor], "name": f"bench chain ({executor} stages)", "version": 1,
         "initial_stage": ids[0], "final_stages": [ids[-1]],
-        "stages": [{"id": s, "name": s, "agent": "actors.agents.builtin:noop",
-                    "timeout_seconds": 30, "retry_config": "NONE", "executor": executor}
+        "stages": [{"id": s, "name": s,
+                    "agent": CHAIN_AGENTS.get(executor, "actors.agents.builtin:noop"),
+                    "timeout_seconds": 30, "retry_config": "NONE",
+                    "executor": "task" if executor == "task" else "local"}
                    for s in ids],
         "transitions": [{"from_stage": a, "to_stage": b} for a, b in itertools.pairwise(ids)],
     })
@@ -245,18 +253,20 @@ def dbos_available() -> bool:
 
 
 async def chain_against_dbos(dbos_url: str | None, n: int, sequential: int,
-                             rounds: int = 4) -> dict[str, dict[str, float]]:
-    """The chain four ways — wfdag with local stages, DBOS, wfdag with task stages, the bare Ray
-    chain — in alternating rounds (throughput, then latency), so that a drift in the
-    machine's speed during the run (shared cores) slows all alike."""
+                             rounds: int = 8) -> dict[str, dict[str, float]]:
+    """The chain five ways — wfdag with local stages (a sync no-op in a thread; the async
+    no-op on the runner's loop), DBOS, wfdag with task stages, the bare Ray chain — in
+    alternating rounds (throughput, then latency), so that a drift in the machine's speed
+    during the run (shared cores) slows all alike."""
     local, tasks = WfdagChain("local"), WfdagChain("task")
-    await local.start()
-    await tasks.start()
+    local_async = WfdagChain("local_async")
+    for chain in (local, tasks, local_async):
+        await chain.start()
     peer = await asyncio.to_thread(DbosChain, dbos_url) if dbos_url else None
     floor = await asyncio.to_thread(RayChainFloor)
 
     contenders: dict[str, Any] = {"wfdag": local, "dbos": peer, "wfdag_task_stages": tasks,
-                                  "ray_floor": floor}
+                                  "ray_floor": floor, "wfdag_async_agents": local_async}
 
     async def measure(name: str, kind: str, size: int) -> Any:
         """One round of ``kind`` (throughput: wall seconds; latency: the values)."""
@@ -266,17 +276,22 @@ async def chain_against_dbos(dbos_url: str | None, n: int, sequential: int,
         return await asyncio.to_thread(method, size)  # DBOS and Ray block: a thread
 
     names = ["wfdag", *(["dbos"] if peer is not None else []), "wfdag_task_stages",
-             "ray_floor"]
+             "ray_floor", "wfdag_async_agents"]
     walls = dict.fromkeys(names, 0.0)
     lats: dict[str, list[float]] = {name: [] for name in names}
     per_round, seq_round = max(1, n // rounds), max(1, sequential // rounds)
     try:
+        # Each round starts one contender further on: none always follows the same one
+        # (what runs before a round — the Ray floor's task workers winding down, say — shows).
+        def order(r: int) -> list[str]:
+            return names[r % len(names):] + names[:r % len(names)]
+
         for r in range(rounds):
-            for name in names:
+            for name in order(r):
                 walls[name] += await measure(name, "throughput", per_round)
             log(f"  throughput round {r + 1}/{rounds}")
         for r in range(rounds):
-            for name in names:
+            for name in order(r):
                 lats[name] += await measure(name, "latency", seq_round)
             log(f"  latency round {r + 1}/{rounds}")
     finally:
@@ -669,7 +684,7 @@ async def create_database(server_url: str, name: str) -> str:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     sizes = {
-        "chain": (40, 10) if quick else (200, 50),
+        "chain": (40, 10) if quick else (400, 50),
         "fork_join": 10 if quick else 50,
         "replay": (2000, 20_000) if quick else (10_000, 100_000),
         "append": 50 if quick else 300,
@@ -803,6 +818,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "scale_completed": raw["scale"]["completed"] if "scale" in raw else None,
         "scale_peak_rss_mb": round(raw["scale"]["peak_rss_mb"]) if "scale" in raw else None,
         **console_keys(raw.get("console")),
+        "chain_async_agents_throughput_vs_dbos": ratio(
+            raw.get("chain_wfdag_async_agents", {}).get("throughput_per_s"),
+            dbos.get("throughput_per_s")),
+        "chain_async_agents_latency_p50_vs_dbos": ratio(
+            raw.get("chain_wfdag_async_agents", {}).get("latency_p50_ms"),
+            dbos.get("latency_p50_ms")),
         "chain_task_stages_throughput_vs_ray_floor": ratio(
             raw.get("chain_wfdag_task_stages", {}).get("throughput_per_s"),
             raw.get("chain_ray_floor", {}).get("throughput_per_s")),
@@ -866,6 +887,9 @@ TARGETS = {
     "scale_completed": "all submitted",
     "scale_peak_rss_mb": "< 4096",
     "chain_task_stages_throughput_vs_ray_floor": ">= 0.90 (over 5 bare chained Ray tasks)",
+    "chain_async_agents_throughput_vs_dbos": "(context: local stages with the async def "
+                                             "no-op, on the runner's loop)",
+    "chain_async_agents_latency_p50_vs_dbos": "(context: the same, one at a time)",
     "parked_10k_runner_rss_growth_mb": "<= 100 (10,000 parked on approvals)",
     "approve_to_next_stage_p50_ms": "<= 50 (approve call -> next stage's agent starts)",
     "long_log_resume_ms": "<= 300 (50,000 events, a fresh runner -> next stage dispatched)",
