@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -53,6 +53,7 @@ __all__ = [
     "record_crash",
     "recovery_sweep",
     "release",
+    "release_with_end",
     "runner_of",
 ]
 
@@ -264,6 +265,19 @@ async def release(lease_conn: DBConnection, execution_id: str) -> None:
     await lease_conn.execute(
         "WITH r AS (UPDATE execution_queue SET runner = NULL WHERE execution_id = $1::uuid) "
         "SELECT pg_advisory_unlock($2)", execution_id, execution_lock_key(execution_id))
+
+
+def release_with_end(events: Sequence[Event], released: Callable[[], None]) -> list[Prepared]:
+    """The release, inside the append of ``events`` when the last ends the execution (pass it
+    as that append's ``also``, on the lease session): the lock goes once every event went in —
+    as the queue row does — and ``released`` is called after the commit; the release's own
+    round trip is not needed then.  (The lock goes just before the commit: no runner can claim
+    in between, as the row still names this runner with a fresh heartbeat.)  ``[]`` when the
+    last event is not an end."""
+    if not events or events[-1].type not in TERMINAL_EVENT_TYPES:
+        return []
+    return [Prepared(ctes=[], selects=["CASE WHEN {ok} THEN pg_advisory_unlock({0}::bigint) END"],
+                     params=[execution_lock_key(events[-1].execution_id)], on_success=released)]
 
 
 async def record_crash(conn: DBConnection, execution_id: str, error: str) -> None:

@@ -287,7 +287,7 @@ class EventStore(DefinitionStore):
 
     async def append(
         self, events: Sequence[Event], *, expected_version: int,
-        conn: DBConnection | None = None,
+        conn: DBConnection | None = None, also: Sequence[Prepared] = (),
     ) -> None:
         """Append one decision's events to one execution's stream, all or nothing.
 
@@ -295,7 +295,8 @@ class EventStore(DefinitionStore):
         got there first → :class:`ConcurrencyError`, nothing written.  ``conn`` writes on that
         connection instead of the pool's — a runner writes on its lease connection, the session
         that holds the execution's advisory lock, so that a runner that lost its lease (the
-        session ended: a partition, a database restart) cannot write at all."""
+        session ended: a partition, a database restart) cannot write at all.  ``also``: more
+        parts of the statement (single-statement stores only; ``on_success`` says it ran)."""
         if not events:
             return
         execution_id = events[0].execution_id
@@ -319,8 +320,8 @@ class EventStore(DefinitionStore):
                 # One statement, one round trip: the events, the read models (their projectors'
                 # CTEs, applied only when every event went in) and the notifications.
                 async with self._on(conn) as conn:
-                    prepared = [await p.prepare(conn, events, rows)  # type: ignore[attr-defined]
-                                for p in self._projectors]
+                    prepared = [*[await p.prepare(conn, events, rows)  # type: ignore[attr-defined]
+                                  for p in self._projectors], *also]
                     args.append(len(rows))
                     sql = append_statement(len(args), tuple(
                         (tuple(p.ctes), tuple(p.selects), len(p.params)) for p in prepared))

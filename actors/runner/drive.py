@@ -39,6 +39,7 @@ from events import (
     is_database_outage,
 )
 from events.database import session_alive
+from events.leases import release_with_end
 from events.secrets import Scrubber, has_sealed, open_secrets, seal_secrets, secret_values
 from events.waiting import next_wake
 
@@ -71,6 +72,7 @@ class Drive(StageCalls):
         #: Set when the drive parked the execution: (its next wake time, the log's version).
         self.parked: tuple[datetime | None, int | None] | None = None
         self._committed = 0  # the last seq known to be in the log
+        self.released = False  # the append of its end gave the lease up too
         self._snapshot_seq = 0  # the seq of its latest snapshot of the fold
         self._store = store
         self._conn = lease_conn
@@ -237,7 +239,8 @@ class Drive(StageCalls):
                         if writing is not None:
                             await writing
                             writing, writing_events = None, []
-                        await self._write(state, pending)
+                        await self._write(state, pending, release=state.terminal and not inflight
+                                          and not self._dispatch.local_still_running())
                     except ConcurrencyError:
                         # A request came in just before: absorb it, decide again.
                         unwritten = [*writing_events, *pending] if writing is not None else pending
@@ -363,14 +366,19 @@ class Drive(StageCalls):
             apply(state, event)
         return events
 
-    async def _write(self, state: ExecutionState, events: list[Event]) -> None:
-        """Append ``events`` (the next ones of the log, in order) on the lease connection."""
+    async def _write(self, state: ExecutionState, events: list[Event], *,
+                     release: bool = False) -> None:
+        """Append ``events`` (the next ones of the log, in order) on the lease connection;
+        ``release``: the last is the end, no stage runs (else only once run() has stopped it,
+        after this), and the same statement gives the lease up."""
         if not events:
             return
         # The fold as of these events, taken now: the drive goes on deciding while they are
         # written (its state moves ahead of the log).
         snap = snapshot_of(state, events[-1].seq, self._snapshot_seq, self._log_bytes)
-        await self._store.append(events, expected_version=events[0].seq - 1, conn=self._conn)
+        also = release_with_end(events, lambda: setattr(self, "released", True)) if release else []
+        await self._store.append(events, expected_version=events[0].seq - 1, conn=self._conn,
+                                 also=also)
         self._committed = events[-1].seq
         if snap is not None and await take_snapshot(self._conn, *snap, self._log):
             self._snapshot_seq = snap[2]

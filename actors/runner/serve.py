@@ -251,6 +251,7 @@ class Runner:
             lambda: me.executing.options(name=f"wfdag-exec-{eid}").remote(eid))
         fenced = asyncio.Event()
         beating = asyncio.create_task(self._heartbeat(store, eid, lease_lost, fenced))
+        drive: Drive | None = None
         try:
             drive = Drive(
                 execution_id=eid, store=store, lease_conn=lease_conn, lease_lost=lease_lost,
@@ -292,7 +293,9 @@ class Runner:
                     # a terminated connection).  Reconnect; the execution is handed back.
                     raise LeaseLostError()
                 # Bounded: on a connection cut off without a word (a partition) it would hang.
-                await bounded(release(lease_conn, eid), LEASE_IO_SECONDS)
+                # (The append of its end gave the lease up already: nothing left to release.)
+                if drive is None or not drive.released:
+                    await bounded(release(lease_conn, eid), LEASE_IO_SECONDS)
                 self._lost = False
             finally:
                 # Cleared once the lease is given up: while this runner holds it, `current`

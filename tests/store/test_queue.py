@@ -235,3 +235,50 @@ async def test_a_request_that_commits_while_its_runner_parks_keeps_it_claimable(
         for conn in (runner, requester):
             await conn.execute("SELECT pg_advisory_unlock_all()")
             await pool.release(conn)
+
+
+async def test_the_append_of_an_end_gives_the_lease_up_only_when_it_goes_in(
+    pool: asyncpg.Pool,
+) -> None:
+    """A runner's last append carries its release (``release_with_end``): the lock and the queue
+    row go with the end, in one statement — and neither goes when the append is refused (a
+    request got there first), nor with an append that is not an end."""
+    from definitions import ConcurrencyError
+    from events import CancelRequested, StageStarted, WorkflowCompleted
+    from events.leases import release_with_end
+    from tests.store.test_store import _initiated
+
+    store = EventStore(pool, projectors=[project_executions, project_queue])
+    eid = str(uuid.uuid4())
+    await store.append([_initiated(eid)], expected_version=0)
+    runner = await pool.acquire()
+    released: list[bool] = []
+    try:
+        claim = await claim_next(runner, "runner-a")
+        assert claim is not None and claim.execution_id == eid
+        started = [StageStarted(execution_id=eid, seq=2, at=T0, stage_id="discover")]
+        assert release_with_end(started, lambda: released.append(True)) == []  # not an end
+        await store.append(started, expected_version=1, conn=runner)
+        await store.append([CancelRequested(execution_id=eid, seq=3, at=T0, user_id="ops")],
+                           expected_version=2)
+        end = [WorkflowCompleted(execution_id=eid, seq=3, at=T0, duration_ms=1)]
+        with pytest.raises(ConcurrencyError):  # written at version 2: the request is seq 3
+            await store.append(end, expected_version=2, conn=runner,
+                               also=release_with_end(end, lambda: released.append(True)))
+        assert released == []
+        async with pool.acquire() as conn:
+            assert not await lease_is_free(conn, eid)  # still this runner's
+        end = [WorkflowCompleted(execution_id=eid, seq=4, at=T0, duration_ms=1)]
+        await store.append(end, expected_version=3, conn=runner,
+                           also=release_with_end(end, lambda: released.append(True)))
+        assert released == [True]
+        async with pool.acquire() as conn:
+            assert await lease_is_free(conn, eid)  # given up with the end
+            assert await conn.fetchval("SELECT count(*) FROM execution_queue "
+                                       "WHERE execution_id = $1", uuid.UUID(eid)) == 0
+        # Nothing is left to release on the runner's session.
+        assert await runner.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                     "AND pid = pg_backend_pid()") == 0
+    finally:
+        await runner.execute("SELECT pg_advisory_unlock_all()")
+        await pool.release(runner)
