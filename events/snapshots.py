@@ -23,13 +23,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from definitions import WorkflowDAG
+from definitions import BrokenChainError, WorkflowDAG
 from events import state as fold_module
 from events.database import DBConnection
+from events.models import Event
+from events.rows import event_from_row
 from events.state import ExecutionState, StageState
+from events.store_sql import IN_ORDER, LINK_HOLDS
 
-__all__ = ["FOLD_VERSION", "SNAPSHOT_EVERY", "Snapshot", "from_text", "load_snapshot", "same_fold",
-           "save_snapshot", "save_snapshot_text", "to_text"]
+__all__ = ["FOLD_VERSION", "SNAPSHOT_EVERY", "Snapshot", "from_text", "load_snapshot",
+           "read_from_snapshot", "same_fold", "save_snapshot", "save_snapshot_text", "to_text"]
 
 #: A runner snapshots an execution's fold once this many events were written since the last.
 SNAPSHOT_EVERY = 1000
@@ -184,3 +187,46 @@ async def load_snapshot(conn: DBConnection, execution_id: str) -> tuple[Snapshot
     if snap is None or snap.state.version != row["seq"]:
         return None, "stale"
     return snap, "used"
+
+
+#: :data:`_LOAD` and the checked read (``events.store_sql.READ``) in one statement: the snapshot
+#: (``kind`` 0, if any), then the events after it when it holds, else the whole log (``kind``
+#: 1, each link checked from the snapshot's event on).
+_READ_FROM = f"""
+WITH s AS ({_LOAD}),
+start AS (SELECT COALESCE((SELECT seq FROM s WHERE holds), 0) AS after_seq)
+SELECT 0 AS kind, seq, NULL::text AS event_type, NULL::text AS stage_id, NULL::jsonb AS metadata,
+       NULL::timestamptz AS created_at, holds AS intact, state FROM s
+UNION ALL
+SELECT 1, seq, event_type, stage_id, metadata, created_at, intact, NULL FROM (
+  SELECT seq, event_type, stage_id, metadata, created_at,
+    ({LINK_HOLDS} AND {IN_ORDER}) AS intact
+  FROM workflow_events WHERE execution_id = $1::uuid AND seq >= (SELECT after_seq FROM start)
+  WINDOW w AS (ORDER BY seq)
+) linked WHERE seq > (SELECT after_seq FROM start)
+ORDER BY kind, seq
+"""
+
+
+async def read_from_snapshot(conn: DBConnection, execution_id: str,
+                             ) -> tuple[Snapshot | None, str, list[Event]]:
+    """:func:`load_snapshot` and the events after the snapshot in one round trip: (the
+    snapshot, its fate, the events after it) — or, with none that holds, (``None``, its fate,
+    the whole log).  ``"stale"``: the events after the one it was taken at, which are not the
+    whole log (read it).  A link of the chain that does not hold raises ``BrokenChainError``."""
+    rows = await conn.fetch(_READ_FROM, execution_id)
+    head = rows[0] if rows and rows[0]["kind"] == 0 else None
+    events = []
+    for r in rows[1:] if head is not None else rows:
+        if not r["intact"]:
+            raise BrokenChainError(execution_id, r["seq"])
+        events.append(event_from_row(execution_id, r["seq"], r["event_type"], r["stage_id"],
+                                     r["metadata"] or {}, r["created_at"], trusted=True))
+    if head is None:
+        return None, "none", events
+    if not head["intact"]:
+        return None, "broken", events
+    snap = from_text(head["state"])
+    if snap is None or snap.state.version != head["seq"]:
+        return None, "stale", events
+    return snap, "used", events

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events import Event, EventStore, ExecutionState, fold, is_database_outage
-from events.snapshots import SNAPSHOT_EVERY, load_snapshot, save_snapshot_text, to_text
+from events.snapshots import SNAPSHOT_EVERY, read_from_snapshot, save_snapshot_text, to_text
 
 __all__ = ["Loaded", "event_bytes", "json_size", "read_state", "snapshot_of", "take_snapshot"]
 
@@ -36,19 +36,20 @@ class Loaded:
 
 
 async def read_state(store: EventStore, conn: Any, execution_id: str, log: Any) -> Loaded:
-    """Read the execution on ``conn`` (the lease connection).  A chain that does not hold
-    raises ``BrokenChainError`` either way (the events after a snapshot are checked from its
-    event on; the snapshot is bound to that event's chain hash)."""
-    snap, fate = await load_snapshot(conn, execution_id)
+    """Read the execution on ``conn`` (the lease connection), its snapshot and the events after
+    it in one round trip.  A chain that does not hold raises ``BrokenChainError`` either way
+    (the events after a snapshot are checked from its event on; the snapshot is bound to that
+    event's chain hash)."""
+    snap, fate, events = await read_from_snapshot(conn, execution_id)
     if snap is not None:
-        tail = await store.read(execution_id, after_seq=snap.state.version, conn=conn)
-        state = fold(tail, snap.state) if tail else snap.state
-        return Loaded(state, tail, False, snap.state.version,
-                      snap.log_bytes + event_bytes(tail))
+        state = fold(events, snap.state) if events else snap.state
+        return Loaded(state, events, False, snap.state.version,
+                      snap.log_bytes + event_bytes(events))
     if fate != "none":
         log.warning("execution.snapshot_ignored", fate=fate,
                     detail="its snapshot is not this log's fold: the whole log is read")
-    events = await store.read(execution_id, conn=conn)
+    if fate == "stale":  # what was read is what follows it, not the whole log
+        events = await store.read(execution_id, conn=conn)
     return Loaded(fold(events) if events else None, events, True, 0, event_bytes(events))
 
 

@@ -224,3 +224,37 @@ async def test_the_cli_reports_a_broken_log_and_refuses_to_replay_it(
     assert raw.returncode == 0 and len(raw.stdout.splitlines()) == 4
     usage = wfdag("verify", env=env)
     assert usage.returncode == 2 and "wfdag verify ID" in usage.stderr
+
+
+async def test_the_snapshot_and_the_events_after_it_are_read_in_one_statement(
+    chained: EventStore,
+) -> None:
+    """``read_from_snapshot`` (a runner's adoption): no snapshot → the whole log; one that
+    holds → it and the events after it, each link checked from its event on; an edited one →
+    the whole log, and its fate; a link broken after it → ``BrokenChainError``.  The same as
+    load_snapshot() and read() apart."""
+    from events import fold
+    from events.snapshots import load_snapshot, read_from_snapshot, save_snapshot
+
+    eid = await _log(chained)
+    log = await chained.read(eid)
+    async with chained.pool.acquire() as conn:
+        assert await read_from_snapshot(conn, eid) == (None, "none", log)
+        assert await save_snapshot(conn, fold(log[:2]), 100)
+        snap, fate, events = await read_from_snapshot(conn, eid)
+        assert fate == "used" and snap is not None
+        assert (snap, fate) == await load_snapshot(conn, eid)
+        assert snap.state.version == 2 and events == log[2:]
+        assert fold(events, snap.state) == fold(log)
+        # The snapshot edited: not used, and the whole log is read in the same statement.
+        await conn.execute("UPDATE workflow_snapshots SET state = state || ' ' "
+                           "WHERE execution_id = $1::uuid", eid)
+        assert await read_from_snapshot(conn, eid) == (None, "broken", log)
+        # A snapshot that holds, and an event after it edited: the reader refuses the log.
+        assert await save_snapshot(conn, fold(log[:3]), 100)
+        assert (await read_from_snapshot(conn, eid))[1] == "used"
+        await conn.execute("UPDATE workflow_events SET metadata = metadata || '{\"x\": 1}' "
+                           "WHERE execution_id = $1::uuid AND seq = 4", eid)
+        with pytest.raises(BrokenChainError) as info:
+            await read_from_snapshot(conn, eid)
+        assert info.value.seq == 4
