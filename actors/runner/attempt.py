@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import json
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,11 +20,11 @@ from actors.agents import REFERENCE_AGENTS, StageContext, resolve_callable
 from actors.agents.artifacts import BUILTIN_HANDLERS, DATABASE_URL
 from actors.runner.protocol import AttemptResult, AttemptSpec
 from actors.runtime import check_payload_size
-from definitions import AgentOutputError, PayloadTooLargeError, classify_error
+from definitions import AgentOutputError, PayloadTooLargeError, agent_path_refusal, classify_error
 
 __all__ = [
     "coroutine_agent", "run_coroutine_attempt", "run_guarded_attempt", "run_local_attempt",
-    "run_stage_attempt",
+    "run_stage_attempt", "unimported_module",
 ]
 
 
@@ -111,6 +112,21 @@ def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
         return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
                              error=classify_error(exc).to_json(), pid=os.getpid())
     return _ended(spec, started, result)
+
+
+def unimported_module(spec: AttemptSpec) -> str | None:
+    """The module the attempt's agent (or handler) comes from, when it may be imported and is
+    not yet — imported in a thread first (an import may take seconds: not on the runner's
+    loop), before :func:`coroutine_agent` looks at it."""
+    if spec.handler and spec.handler in BUILTIN_HANDLERS:
+        return None
+    path = spec.handler or (None if spec.agent_type else spec.agent)
+    if not path:
+        return None
+    module = path.partition(":")[0]
+    if module in sys.modules or agent_path_refusal(path) is not None:
+        return None
+    return module
 
 
 def coroutine_agent(spec: AttemptSpec) -> Callable[[StageContext], Awaitable[Any]] | None:

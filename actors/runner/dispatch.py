@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib
 import os
 import sys
 import tempfile
@@ -31,7 +32,12 @@ from typing import Any, NoReturn
 import ray
 from ray.exceptions import RayError
 
-from actors.runner.attempt import coroutine_agent, run_coroutine_attempt, run_guarded_attempt
+from actors.runner.attempt import (
+    coroutine_agent,
+    run_coroutine_attempt,
+    run_guarded_attempt,
+    unimported_module,
+)
 from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
 from actors.runner.workers import StageWorkers, Worker, WorkerLostError, lost_result
 from definitions import StageTimeoutError, WorkflowStage
@@ -227,6 +233,13 @@ class Dispatcher:
         # it runs as a Ray task of its own while one starts for the next attempts.
         worker = (self._workers.take() if not local and self._workers.enabled
                   and on_stage_worker(stage) else None)
+        if local and (module := unimported_module(spec)) is not None:
+            # Its first attempt here imports the agent's module in a thread (however long it
+            # takes, the loop goes on); one that fails or hangs is left to the attempt's thread,
+            # which reports it under the stage's timeout.
+            importing = loop.run_in_executor(self._threads(), importlib.import_module, module)
+            importing.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await asyncio.wait({importing}, timeout=stage.timeout_seconds)
         coroutine = coroutine_agent(spec) if local else None
         result_future: asyncio.Future[Any]
         if coroutine is not None:
