@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -281,10 +282,11 @@ async def chain_against_dbos(dbos_url: str | None, n: int, sequential: int,
     lats: dict[str, list[float]] = {name: [] for name in names}
     per_round, seq_round = max(1, n // rounds), max(1, sequential // rounds)
     try:
-        # Each round starts one contender further on: none always follows the same one
-        # (what runs before a round — the Ray floor's task workers winding down, say — shows).
+        # Each round runs the contenders in another order (seeded: the same in every run), so
+        # that none always runs first, or right after the same one — what ran just before a
+        # round (the Ray floor's task workers winding down, say) shows in it.
         def order(r: int) -> list[str]:
-            return names[r % len(names):] + names[:r % len(names)]
+            return random.Random(r).sample(names, len(names))
 
         for r in range(rounds):
             for name in order(r):
