@@ -309,10 +309,10 @@ async def async_hung(ctx: StageContext) -> dict[str, Any]:
 
 
 async def async_stubborn(ctx: StageContext) -> dict[str, Any]:
-    """Writes its pid, then ignores every cancellation for 20 s (a coroutine that will not
-    stop), then writes ``finished``."""
+    """Writes its pid, then ignores every cancellation for ``ctx.context["seconds"]`` (20 s)
+    — a coroutine that will not stop — then writes ``finished``."""
     _touch(_dir(ctx) / "hung.pid", str(os.getpid()))
-    end = time.monotonic() + 20
+    end = time.monotonic() + float(ctx.context.get("seconds", 20))
     while time.monotonic() < end:
         try:
             await asyncio.sleep(0.05)

@@ -172,6 +172,8 @@ class Dispatcher:
         self._calls: set[asyncio.Future[AttemptResult]] = set()
         self._local: dict[Key, _Thread] = {}
         self._abandoned: set[_Thread] = set()
+        #: Coroutine agents cancelled by stop_tasks(): what they return is not their attempt's.
+        self._stopped: set[asyncio.Task[AttemptResult]] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -189,7 +191,8 @@ class Dispatcher:
     def stop_tasks(self) -> None:
         """Kill every task stage in flight (their workers); cancel coroutine agents."""
         for local in self._local.values():
-            if isinstance(local, asyncio.Task):
+            if isinstance(local, asyncio.Task) and not local.done():
+                self._stopped.add(local)
                 local.cancel()
         for ref in self._refs.values():
             ray.cancel(ref, force=True)
@@ -217,6 +220,7 @@ class Dispatcher:
     def clear(self) -> None:
         self._local.clear()
         self._abandoned.clear()
+        self._stopped.clear()
 
     def forget_abandoned(self) -> None:
         self._abandoned.clear()
@@ -320,6 +324,9 @@ class Dispatcher:
                         await asyncio.wait({thread}, timeout=COROUTINE_GRACE_SECONDS)
                 return failed("StageCancelled", "cancelled while it ran (the workflow failed "
                               "elsewhere, or a cancel was requested)", False)
+        if thread in self._stopped:  # cancelled under it: the runner fenced itself, say
+            return failed("StageStopped", "stopped by its runner (fenced or its lease lost); "
+                          "it runs again", True)
         try:
             result: AttemptResult = result_future.result()
         except RayError as exc:
