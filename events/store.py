@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple, Protocol
 
@@ -30,14 +30,8 @@ from events.models import Event
 from events.rows import EventRow, event_from_row, event_to_row
 from events.store_sql import CHAIN_OF, CHAINS, READ, append_statement
 
-__all__ = [
-    "NOTIFY_CHANNEL",
-    "EventStore",
-    "Prepared",
-    "Projector",
-    "StatementProjector",
-    "parse_execution_id",
-]
+__all__ = ["NOTIFY_CHANNEL", "EventStore", "Prepared", "Projector", "StatementProjector",
+           "parse_execution_id"]
 
 NOTIFY_CHANNEL = "wfdag_events"
 
@@ -96,7 +90,7 @@ class _Notifier:
         self._pool = pool
         self._conn: Any = None
         self._lock = asyncio.Lock()
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, dict[asyncio.Event, Collection[str] | None]] = {}
         self.last_type: dict[str, str] = {}
         """The type of the last event notified, per execution someone waits on."""
         self._idle: asyncio.TimerHandle | None = None
@@ -108,9 +102,10 @@ class _Notifier:
         eid, _, rest = str(payload).partition(":")
         waiters = self._waiters.get(eid)
         if waiters:
-            self.last_type[eid] = rest.rpartition(":")[2]
-            for event in waiters:
-                event.set()
+            kind = self.last_type[eid] = rest.rpartition(":")[2]
+            for event, only in waiters.items():
+                if only is None or kind in only:
+                    event.set()
 
     def _on_lost(self, conn: Any) -> None:
         if self._conn is conn:
@@ -160,10 +155,10 @@ class _Notifier:
             return True
 
     @asynccontextmanager
-    async def subscribe(self, execution_id: str, timeout: float | None = None,
-                        ) -> AsyncIterator[asyncio.Event]:
+    async def subscribe(self, execution_id: str, timeout: float | None,
+                        only: Collection[str] | None) -> AsyncIterator[asyncio.Event]:
         event = asyncio.Event()
-        self._waiters.setdefault(execution_id, set()).add(event)
+        self._waiters.setdefault(execution_id, {})[event] = only
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
@@ -175,7 +170,7 @@ class _Notifier:
         finally:
             waiters = self._waiters.get(execution_id)
             if waiters is not None:
-                waiters.discard(event)
+                waiters.pop(event, None)
                 if not waiters:
                     del self._waiters[execution_id]
                     self.last_type.pop(execution_id, None)
@@ -259,12 +254,14 @@ class EventStore(DefinitionStore):
         """The type of the last event notified for a subscribed execution (or ``None``)."""
         return self._notifier.last_type.get(execution_id)
 
-    def subscribe(self, execution_id: str, timeout: float | None = None) -> Any:
+    def subscribe(self, execution_id: str, timeout: float | None = None, *,
+                  only: Collection[str] | None = None) -> Any:
         """``async with store.subscribe(eid) as woken:`` — ``woken`` (an asyncio.Event) is set
-        whenever the execution's stream grows (or the listening connection was lost).
+        whenever the execution's stream grows by an event of a type in ``only`` (any, by
+        default), or the listening connection was lost.
         Clear it before reading, then wait on it.  Listening starts at once when the
         database answers within ``timeout`` (else at the caller's next :meth:`relisten`)."""
-        return self._notifier.subscribe(parse_execution_id(execution_id), timeout)
+        return self._notifier.subscribe(parse_execution_id(execution_id), timeout, only)
 
     def tap(self, callback: Callable[[str], None]) -> Any:
         """``async with store.tap(cb):`` — ``cb`` gets every append's notification

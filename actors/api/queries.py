@@ -204,7 +204,8 @@ async def wait_for_workflow(
         store = await _through_outages(ready_store, deadline)
         await _through_outages(lambda: check_owner(store, eid, organization_id), deadline)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        async with store.subscribe(eid, left) as woken:
+        # Woken by the end only (and by a lost connection), not by every event on the way.
+        async with store.subscribe(eid, left, only=TERMINAL_EVENT_TYPES) as woken:
             check = True
             while True:
                 woken.clear()

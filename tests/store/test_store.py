@@ -361,6 +361,34 @@ async def test_a_store_listens_only_while_someone_waits(
         await store.close()
 
 
+async def test_a_waiter_for_the_end_is_woken_by_the_end_only(database_url: str) -> None:
+    """``subscribe(only=…)`` (how ``wait_for_workflow`` waits): not woken by the events on the
+    way, woken by the end; a waiter for everything beside it hears each append."""
+    from events import TERMINAL_EVENT_TYPES, WorkflowCompleted
+
+    pool = await connect_pool(database_url, max_size=3)
+    store = EventStore(pool, projectors=[project_executions])
+    try:
+        eid = str(uuid.uuid4())
+        async with store.subscribe(eid) as every, \
+                store.subscribe(eid, only=TERMINAL_EVENT_TYPES) as end:
+            await store.append([_initiated(eid)], expected_version=0)
+            await store.append([_started(eid, 2)], expected_version=1)
+            await asyncio.wait_for(every.wait(), 10)
+            deadline = asyncio.get_running_loop().time() + 10
+            while store.last_notified_type(eid) != "stage_started":  # both appends heard
+                assert asyncio.get_running_loop().time() < deadline, "never notified"
+                every.clear()
+                await asyncio.wait_for(every.wait(), 10)
+            assert not end.is_set()  # the same notifications, filtered out
+            await store.append([WorkflowCompleted(execution_id=eid, seq=3, at=NOW,
+                                                  duration_ms=1)], expected_version=2)
+            await asyncio.wait_for(end.wait(), 10)
+            assert store.last_notified_type(eid) == "workflow_completed"
+    finally:
+        await store.close()
+
+
 async def test_a_tap_hears_every_append_and_listens_again_after_its_connection_dies(
     database_url: str,
 ) -> None:
