@@ -11,7 +11,6 @@ import asyncio
 import inspect
 import json
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,8 +22,12 @@ from actors.runtime import check_payload_size
 from definitions import AgentOutputError, PayloadTooLargeError, agent_path_refusal, classify_error
 
 __all__ = [
-    "coroutine_agent", "run_coroutine_attempt", "run_guarded_attempt", "run_local_attempt",
-    "run_stage_attempt", "unimported_module",
+    "agent_module",
+    "coroutine_agent",
+    "run_coroutine_attempt",
+    "run_guarded_attempt",
+    "run_local_attempt",
+    "run_stage_attempt",
 ]
 
 
@@ -114,19 +117,17 @@ def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
     return _ended(spec, started, result)
 
 
-def unimported_module(spec: AttemptSpec) -> str | None:
-    """The module the attempt's agent (or handler) comes from, when it may be imported and is
-    not yet — imported in a thread first (an import may take seconds: not on the runner's
-    loop), before :func:`coroutine_agent` looks at it."""
+def agent_module(spec: AttemptSpec) -> str | None:
+    """The module the attempt's agent (or handler) comes from, when it may be imported — a
+    runner imports it in a thread before :func:`coroutine_agent` looks at it on its loop (an
+    import may take seconds) — else ``None`` (a reference agent, a built-in handler, a path
+    the agent policy refuses: nothing to import)."""
     if spec.handler and spec.handler in BUILTIN_HANDLERS:
         return None
     path = spec.handler or (None if spec.agent_type else spec.agent)
-    if not path:
+    if not path or agent_path_refusal(path) is not None:
         return None
-    module = path.partition(":")[0]
-    if module in sys.modules or agent_path_refusal(path) is not None:
-        return None
-    return module
+    return path.partition(":")[0]
 
 
 def coroutine_agent(spec: AttemptSpec) -> Callable[[StageContext], Awaitable[Any]] | None:

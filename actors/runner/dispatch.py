@@ -33,10 +33,10 @@ import ray
 from ray.exceptions import RayError
 
 from actors.runner.attempt import (
+    agent_module,
     coroutine_agent,
     run_coroutine_attempt,
     run_guarded_attempt,
-    unimported_module,
 )
 from actors.runner.protocol import AttemptResult, AttemptSpec, error_info
 from actors.runner.workers import StageWorkers, Worker, WorkerLostError, lost_result
@@ -174,6 +174,7 @@ class Dispatcher:
         self._abandoned: set[_Thread] = set()
         #: Coroutine agents cancelled by stop_tasks(): what they return is not their attempt's.
         self._stopped: set[asyncio.Task[AttemptResult]] = set()
+        self._imports: dict[str, asyncio.Future[Any]] = {}  # agent modules, by name
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -225,6 +226,31 @@ class Dispatcher:
     def forget_abandoned(self) -> None:
         self._abandoned.clear()
 
+    async def _imported(self, spec: AttemptSpec, stage: WorkflowStage) -> bool:
+        """Whether the local agent's module may be looked at on the loop: it is imported (in
+        a thread, the first time — however long that takes, the loop goes on; attempts that
+        come meanwhile wait for the same import), or there is nothing to import.  False when
+        the import failed or outlasts the stage's timeout: the attempt's thread then imports
+        it again and reports what happens, under the timeout."""
+        module = agent_module(spec)
+        if module is None:
+            return True
+        importing = self._imports.get(module)
+        if importing is None:
+            if module in sys.modules:
+                return True  # imported already
+            importing = self._imports[module] = asyncio.get_running_loop().run_in_executor(
+                self._threads(), importlib.import_module, module)
+            importing.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not importing.done():
+            await asyncio.wait({importing}, timeout=stage.timeout_seconds)
+        if not importing.done():
+            return False
+        if importing.exception() is not None:
+            self._imports.pop(module, None)  # the next attempt tries again
+            return False
+        return True
+
     async def run(self, key: Key, workflow_id: str, stage: WorkflowStage, spec: AttemptSpec,
                   cancel: asyncio.Event | None) -> AttemptResult:
         """Run one attempt under the stage's timeout (``cancel`` set: the workflow fails)."""
@@ -237,14 +263,8 @@ class Dispatcher:
         # it runs as a Ray task of its own while one starts for the next attempts.
         worker = (self._workers.take() if not local and self._workers.enabled
                   and on_stage_worker(stage) else None)
-        if local and (module := unimported_module(spec)) is not None:
-            # Its first attempt here imports the agent's module in a thread (however long it
-            # takes, the loop goes on); one that fails or hangs is left to the attempt's thread,
-            # which reports it under the stage's timeout.
-            importing = loop.run_in_executor(self._threads(), importlib.import_module, module)
-            importing.add_done_callback(lambda f: f.cancelled() or f.exception())
-            await asyncio.wait({importing}, timeout=stage.timeout_seconds)
-        coroutine = coroutine_agent(spec) if local else None
+        coroutine = (coroutine_agent(spec) if local and await self._imported(spec, stage)
+                     else None)
         result_future: asyncio.Future[Any]
         if coroutine is not None:
             thread = asyncio.ensure_future(run_coroutine_attempt(spec, coroutine))

@@ -96,3 +96,36 @@ async def test_a_coroutine_agent_that_ignores_its_cancellation_is_abandoned(
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
     assert (tmp_path / "finished").exists()
+
+
+async def test_a_slow_agent_module_is_imported_off_the_loop_once(tmp_path: Path) -> None:
+    """Two attempts of an ``async def`` agent whose module takes 0.6 s to import: the loop
+    keeps turning meanwhile (the import runs in a thread, once, both attempts waiting for it),
+    and both then run on the loop."""
+    import sys
+    from dataclasses import replace
+
+    sys.modules.pop("tests.slow_import_agents", None)
+    dispatcher = _dispatcher()
+    stage, spec = _stage("noop", timeout=30)
+    spec = replace(spec, agent="tests.slow_import_agents:agent")
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+
+    ticking = asyncio.ensure_future(tick())
+    try:
+        results = await asyncio.gather(dispatcher.run(("run", "a"), "w", stage, spec, None),
+                                       dispatcher.run(("run", "b"), "w", stage, spec, None))
+    finally:
+        ticking.cancel()
+    assert all(r.ok for r in results), results
+    # Both ran on the loop (no thread of the pool), after one import.
+    assert all(not r.output["thread"].startswith("wfdag-local") for r in results)  # type: ignore[index]
+    assert max(gaps) < 0.3, max(gaps)  # the loop never stalled for the import's 0.6 s

@@ -141,19 +141,18 @@ def test_only_an_async_def_agent_that_imports_is_awaited_on_the_loop() -> None:
 
 
 
-def test_an_agent_module_not_imported_yet_is_imported_first_unless_refused() -> None:
+def test_the_module_a_local_agent_is_imported_from_first_unless_refused() -> None:
     from dataclasses import replace
 
-    import tests.agents  # noqa: F401  (imported: nothing to import first)
-    from actors.runner.attempt import unimported_module
+    from actors.runner.attempt import agent_module
 
-    assert unimported_module(_spec("noop")) is None
+    assert agent_module(_spec("noop")) == "tests.agents"
     fresh = replace(_spec("noop"), agent="tests.no_such_agents_module:agent")
-    assert unimported_module(fresh) == "tests.no_such_agents_module"
+    assert agent_module(fresh) == "tests.no_such_agents_module"
     # Never a module the agent policy refuses (nothing is imported for it), nor a reference
     # agent or a built-in handler.
-    assert unimported_module(replace(_spec("noop"), agent="subprocess:run")) is None
-    assert unimported_module(replace(_spec("noop"), agent=None, agent_type="target")) is None
+    assert agent_module(replace(_spec("noop"), agent="subprocess:run")) is None
+    assert agent_module(replace(_spec("noop"), agent=None, agent_type="target")) is None
 
 
 async def test_a_coroutine_attempt_checks_its_output_and_classifies_what_it_raises() -> None:
