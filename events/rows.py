@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple, get_args
 
 from pydantic import BaseModel, TypeAdapter
 
+from definitions import BrokenChainError
 from events.models import Event
 
-__all__ = ["EventRow", "event_from_row", "event_to_row"]
+__all__ = ["EventRow", "checked_events", "event_from_row", "event_to_row"]
 
 _ENVELOPE = frozenset({"execution_id", "seq", "at", "stage_id", "type"})
 #: Fields of the metadata that are datetimes (JSON carries them as ISO strings).
@@ -77,3 +79,17 @@ def event_from_row(
             return event  # type: ignore[return-value]
         return model.model_construct(**data)  # type: ignore[return-value]
     return model.model_validate(data)  # type: ignore[return-value]
+
+
+def checked_events(execution_id: str, rows: Iterable[Any], *,
+                   check_chain: bool = True) -> list[Event]:
+    """The events of rows read with ``events.store_sql.CHECKED`` (``seq, event_type,
+    stage_id, metadata, created_at, intact``); a link that does not hold raises
+    :class:`BrokenChainError` naming the first (unless ``check_chain`` is false)."""
+    rows = list(rows)
+    if check_chain:
+        broken = next((r for r in rows if not r["intact"]), None)
+        if broken is not None:
+            raise BrokenChainError(execution_id, broken["seq"])
+    return [event_from_row(execution_id, r["seq"], r["event_type"], r["stage_id"],
+                           r["metadata"] or {}, r["created_at"], trusted=True) for r in rows]

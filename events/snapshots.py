@@ -23,13 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from definitions import BrokenChainError, WorkflowDAG
+from definitions import WorkflowDAG
 from events import state as fold_module
 from events.database import DBConnection
 from events.models import Event
-from events.rows import event_from_row
+from events.rows import checked_events
 from events.state import ExecutionState, StageState
-from events.store_sql import IN_ORDER, LINK_HOLDS
+from events.store_sql import CHECKED
 
 __all__ = ["FOLD_VERSION", "SNAPSHOT_EVERY", "Snapshot", "from_text", "load_snapshot",
            "read_from_snapshot", "same_fold", "save_snapshot", "save_snapshot_text", "to_text"]
@@ -179,12 +179,15 @@ async def load_snapshot(conn: DBConnection, execution_id: str) -> tuple[Snapshot
     none), ``"used"``, ``"broken"`` (its digest does not hold: edited, or its log was), or
     ``"stale"`` (another fold's, or not readable)."""
     row = await conn.fetchrow(_LOAD, execution_id)
-    if row is None:
-        return None, "none"
-    if not row["holds"]:
+    return _fate(row["seq"], row["state"], row["holds"]) if row else (None, "none")
+
+
+def _fate(seq: int, text: str, holds: bool) -> tuple[Snapshot | None, str]:
+    """A stored snapshot and what becomes of it (see :func:`load_snapshot`)."""
+    if not holds:
         return None, "broken"
-    snap = from_text(row["state"])
-    if snap is None or snap.state.version != row["seq"]:
+    snap = from_text(text)
+    if snap is None or snap.state.version != seq:
         return None, "stale"
     return snap, "used"
 
@@ -198,12 +201,8 @@ start AS (SELECT COALESCE((SELECT seq FROM s WHERE holds), 0) AS after_seq)
 SELECT 0 AS kind, seq, NULL::text AS event_type, NULL::text AS stage_id, NULL::jsonb AS metadata,
        NULL::timestamptz AS created_at, holds AS intact, state FROM s
 UNION ALL
-SELECT 1, seq, event_type, stage_id, metadata, created_at, intact, NULL FROM (
-  SELECT seq, event_type, stage_id, metadata, created_at,
-    ({LINK_HOLDS} AND {IN_ORDER}) AS intact
-  FROM workflow_events WHERE execution_id = $1::uuid AND seq >= (SELECT after_seq FROM start)
-  WINDOW w AS (ORDER BY seq)
-) linked WHERE seq > (SELECT after_seq FROM start)
+SELECT 1, seq, event_type, stage_id, metadata, created_at, intact, NULL FROM ({
+    CHECKED.format(after="(SELECT after_seq FROM start)", until="2147483647")}) checked
 ORDER BY kind, seq
 """
 
@@ -216,17 +215,6 @@ async def read_from_snapshot(conn: DBConnection, execution_id: str,
     whole log (read it).  A link of the chain that does not hold raises ``BrokenChainError``."""
     rows = await conn.fetch(_READ_FROM, execution_id)
     head = rows[0] if rows and rows[0]["kind"] == 0 else None
-    events = []
-    for r in rows[1:] if head is not None else rows:
-        if not r["intact"]:
-            raise BrokenChainError(execution_id, r["seq"])
-        events.append(event_from_row(execution_id, r["seq"], r["event_type"], r["stage_id"],
-                                     r["metadata"] or {}, r["created_at"], trusted=True))
-    if head is None:
-        return None, "none", events
-    if not head["intact"]:
-        return None, "broken", events
-    snap = from_text(head["state"])
-    if snap is None or snap.state.version != head["seq"]:
-        return None, "stale", events
-    return snap, "used", events
+    events = checked_events(execution_id, rows[1:] if head is not None else rows)
+    snap, fate = _fate(head["seq"], head["state"], head["intact"]) if head else (None, "none")
+    return snap, fate, events

@@ -19,7 +19,6 @@ from typing import Any, NamedTuple, Protocol
 import asyncpg
 
 from definitions import (
-    BrokenChainError,
     ConcurrencyError,
     ExecutionNotFoundError,
     WorkflowDAG,
@@ -27,7 +26,7 @@ from definitions import (
 from events.database import DBConnection, session_alive
 from events.definition_store import DefinitionStore
 from events.models import Event
-from events.rows import EventRow, event_from_row, event_to_row
+from events.rows import EventRow, checked_events, event_to_row
 from events.store_sql import CHAIN_OF, CHAINS, READ, append_statement
 
 __all__ = ["NOTIFY_CHANNEL", "EventStore", "Prepared", "Projector", "StatementProjector",
@@ -359,15 +358,7 @@ class EventStore(DefinitionStore):
         eid = parse_execution_id(execution_id)
         async with self._on(conn) as conn:
             rows = await conn.fetch(READ, eid, after_seq, until_seq or 2**31 - 1)
-        if check_chain:
-            broken = next((r for r in rows if not r["intact"]), None)
-            if broken is not None:
-                raise BrokenChainError(eid, broken["seq"])
-        return [
-            event_from_row(eid, r["seq"], r["event_type"], r["stage_id"], r["metadata"] or {},
-                           r["created_at"], trusted=True)
-            for r in rows
-        ]
+        return checked_events(eid, rows, check_chain=check_chain)
 
     async def chain_of(self, events: Sequence[Event]) -> list[str]:
         """The ``chain`` hash each event of a whole log (seq 1, 2, …) would get here."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 
 __all__ = [
-    "APPEND", "CHAINS", "CHAIN_OF", "IN_ORDER", "LINK_HOLDS", "READ", "append_statement",
+    "APPEND", "CHAINS", "CHAIN_OF", "CHECKED", "IN_ORDER", "LINK_HOLDS", "READ",
+    "append_statement",
 ]
 
 #: The events of ``$2…$6`` (seqs, types, stages, metadata, times) with their place, and the
@@ -47,16 +48,17 @@ SELECT n, pg_notify($8::text, $9::text){selects} FROM ins_count
 """
 
 #: A stream with each event's link checked: ``intact`` is false where the link does not hold
-#: or a seq is missing.  The event at ``$2`` (the last one the reader has) is read too, for the
-#: first link.
-READ = f"""
+#: or a seq is missing.  The event at ``{after}`` (an SQL expression: the last one the reader
+#: has) is read too, for the first link; up to ``{until}``.
+CHECKED = f"""
 SELECT seq, event_type, stage_id, metadata, created_at, intact FROM (
   SELECT seq, event_type, stage_id, metadata, created_at,
     ({LINK_HOLDS} AND {IN_ORDER}) AS intact
-  FROM workflow_events WHERE execution_id = $1::uuid AND seq >= $2 AND seq <= $3
+  FROM workflow_events WHERE execution_id = $1::uuid AND seq >= {{after}} AND seq <= {{until}}
   WINDOW w AS (ORDER BY seq)
-) linked WHERE seq > $2 ORDER BY seq
-"""
+) linked WHERE seq > {{after}}"""
+#: :data:`CHECKED` after ``$2``, up to ``$3``.
+READ = CHECKED.format(after="$2", until="$3") + " ORDER BY seq\n"
 
 #: The chain a whole log would have here, computed without writing it (an import's check).
 CHAIN_OF = _LINKS.format(prev="", start="''::text") + """

@@ -93,17 +93,22 @@ def _check_output(stage_id: str, result: Any) -> dict[str, Any]:
     return json.loads(encoded)  # type: ignore[no-any-return]
 
 
+def _failed(started: float, exc: BaseException) -> AttemptResult:
+    """A failed attempt: what its agent raised, classified."""
+    return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
+                         error=classify_error(exc).to_json(), pid=os.getpid())
+
+
 def _ended(spec: AttemptSpec, started: float, result: Any) -> AttemptResult:
     """The attempt's result from what its agent returned (``AgentOutputError`` if not JSON)."""
-    elapsed = int((time.monotonic() - started) * 1000)
     try:
         if result is None and spec.handler:
             result = {}  # a compensation handler may return nothing
         output = _check_output(spec.stage_id, result)
     except Exception as exc:
-        return AttemptResult(ok=False, duration_ms=elapsed,
-                             error=classify_error(exc).to_json(), pid=os.getpid())
-    return AttemptResult(ok=True, duration_ms=elapsed, output=output, pid=os.getpid())
+        return _failed(started, exc)
+    return AttemptResult(ok=True, duration_ms=int((time.monotonic() - started) * 1000),
+                         output=output, pid=os.getpid())
 
 
 def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
@@ -112,8 +117,7 @@ def run_stage_attempt(spec: AttemptSpec) -> AttemptResult:
     try:
         result = _call_agent(spec)
     except Exception as exc:
-        return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
-                             error=classify_error(exc).to_json(), pid=os.getpid())
+        return _failed(started, exc)
     return _ended(spec, started, result)
 
 
@@ -152,8 +156,7 @@ async def run_coroutine_attempt(spec: AttemptSpec,
     try:
         result = await agent(_context(spec))
     except BaseException as exc:
-        return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
-                             error=classify_error(exc).to_json(), pid=os.getpid())
+        return _failed(started, exc)
     finally:
         DATABASE_URL.reset(token)
     return _ended(spec, started, result)
@@ -169,8 +172,7 @@ def run_guarded_attempt(spec: AttemptSpec) -> AttemptResult:
     try:
         return run_stage_attempt(spec)
     except BaseException as exc:
-        return AttemptResult(ok=False, duration_ms=int((time.monotonic() - started) * 1000),
-                             error=classify_error(exc).to_json(), pid=os.getpid())
+        return _failed(started, exc)
 
 
 #: The name local stages knew it by.

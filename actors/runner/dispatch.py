@@ -175,6 +175,9 @@ class Dispatcher:
         #: Coroutine agents cancelled by stop_tasks(): what they return is not their attempt's.
         self._stopped: set[asyncio.Task[AttemptResult]] = set()
         self._imports: dict[str, asyncio.Future[Any]] = {}  # agent modules, by name
+        #: Each local agent (handler, reference agent, path) → its coroutine function, or None
+        #: for a thread: resolved once, not at every attempt.
+        self._coroutines: dict[tuple[str | None, ...], Any] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -226,6 +229,16 @@ class Dispatcher:
     def forget_abandoned(self) -> None:
         self._abandoned.clear()
 
+    async def _coroutine(self, spec: AttemptSpec, stage: WorkflowStage) -> Any:
+        """The local agent as a coroutine function to await on the loop, or ``None`` (a
+        thread runs it) — known once its module is imported."""
+        key = (spec.handler, spec.agent_type, spec.agent)
+        if key not in self._coroutines:
+            if not await self._imported(spec, stage):
+                return None  # not known yet: the next attempt looks again
+            self._coroutines[key] = coroutine_agent(spec)
+        return self._coroutines[key]
+
     async def _imported(self, spec: AttemptSpec, stage: WorkflowStage) -> bool:
         """Whether the local agent's module may be looked at on the loop: it is imported (in
         a thread, the first time — however long that takes, the loop goes on; attempts that
@@ -263,8 +276,7 @@ class Dispatcher:
         # it runs as a Ray task of its own while one starts for the next attempts.
         worker = (self._workers.take() if not local and self._workers.enabled
                   and on_stage_worker(stage) else None)
-        coroutine = (coroutine_agent(spec) if local and await self._imported(spec, stage)
-                     else None)
+        coroutine = await self._coroutine(spec, stage) if local else None
         result_future: asyncio.Future[Any]
         if coroutine is not None:
             thread = asyncio.ensure_future(run_coroutine_attempt(spec, coroutine))
